@@ -1,0 +1,25 @@
+# Two commands on a fresh Debian 12 machine (as root): `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test lint unit demo bench clean
+
+setup:
+	@VENV=$(VENV) ./scripts/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check aklited tests bench
+	$(VENV)/bin/ruff format --check aklited tests bench
+	$(VENV)/bin/mypy --strict aklited
+
+test: lint
+	$(PY) -m pytest -q tests
+
+demo: setup
+	@$(PY) -m aklited.demo
+
+bench: setup
+	$(PY) -m pytest -q -s bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

