@@ -1,0 +1,179 @@
+"""``aklite-offline``: the drop-in command line for offline updates.
+
+Exit codes are aktualizr-lite's (see ``aklited.status.StatusCode``); every failure prints
+one line on stderr saying what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from aklited.config import Config, dumps_toml, effective_toml, load_config
+from aklited.errors import AkliteError
+from aklited.log import AKLITE_LOG_LEVELS, configure_logging
+from aklited.status import StatusCode
+
+PROG = "aklite-offline"
+
+DESCRIPTION = """\
+Apply an offline update (made by `fioctl targets offline-update`) from a directory,
+usually a mounted USB drive.
+
+Typical use:
+  aklite-offline check   -s /mnt/usb/update     # what would be installed, changes nothing
+  aklite-offline install -s /mnt/usb/update     # then act on the exit code:
+      100  reboot, then run `aklite-offline run`
+      101  restart dockerd (systemctl restart docker), then run `aklite-offline run`
+        0  the device already runs this target
+  aklite-offline run                            # after the reboot/restart: finish the update
+"""
+
+EPILOG = """\
+Configuration: without --config, *.toml files are read from /usr/lib/sota/conf.d,
+/var/sota/sota.toml and /etc/sota/conf.d/ (as aktualizr-lite does).
+
+Exit codes: 0 ok; 1 unknown error; 4 TUF metadata unreadable; 6 no target for this device;
+8 target content missing from the bundle; 11 TUF verification failed; 12 metadata expired;
+14 metadata missing; 15 bundle-targets.json invalid; 16 (check) update available;
+20 target not found; 30 another install is pending; 40 nothing pending; 50 copy failed;
+60 not enough space; 70 content failed verification; 80 app images failed to load or start;
+99 update failed, previous target kept; 100 reboot, then run; 101 restart dockerd, then run;
+102 downgrade refused (use --force); 120 rollback failed.
+"""
+
+
+def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
+    # Options are accepted before and after the command, as aktualizr-lite accepts them;
+    # on sub-commands they must not reset what was given before the command.
+    default: Any = None if top_level else argparse.SUPPRESS
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        type=Path,
+        default=[] if top_level else argparse.SUPPRESS,
+        metavar="PATH",
+        help="a *.toml file or a directory of them; repeat to add more (later ones win)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=int,
+        choices=range(6),
+        default=2 if top_level else default,
+        metavar="0..5",
+        help="0 trace, 1 debug, 2 info (default), 3 warning, 4 error, 5 fatal",
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(top_level=True)],
+    )
+    common = _common_options(top_level=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser(
+        "check",
+        parents=[common],
+        help="verify a bundle and tell what it would install (changes nothing)",
+        description="Verify the bundle's TUF metadata and choose the target it would install. "
+        "Exit 16 when a newer target is installable, 0 when the device already runs it.",
+    )
+    check.add_argument("-s", "--src-dir", type=Path, required=True, help="the bundle directory")
+
+    install = sub.add_parser(
+        "install",
+        parents=[common],
+        help="install the bundle's target (exit 100: reboot; 101: restart dockerd; then run)",
+        description="Verify the bundle, copy the rootfs and apps onto the device and deploy "
+        "them. The drive can be removed when the command has finished.",
+    )
+    install.add_argument("-s", "--src-dir", type=Path, required=True, help="the bundle directory")
+    install.add_argument(
+        "-f", "--force", action="store_true", help="allow installing an older target"
+    )
+    install.add_argument(
+        "-t", "--target", default="", metavar="NAME", help="install this target, not the newest"
+    )
+
+    sub.add_parser(
+        "run",
+        parents=[common],
+        help="finish a pending install after the reboot or dockerd restart",
+        description="Finalize the pending install: check the booted rootfs and start the apps.",
+    )
+    sub.add_parser(
+        "current",
+        parents=[common],
+        help="show the target the device runs: name, version, OSTree hash, apps",
+    )
+    sub.add_parser(
+        "config",
+        parents=[common],
+        help="print the effective configuration (all sources merged) as TOML",
+    )
+    return parser
+
+
+def _print_error(err: AkliteError) -> None:
+    suffix = (
+        "" if err.code == StatusCode.UNKNOWN_ERROR else f" [{int(err.code)}: {err.code.meaning}]"
+    )
+    print(f"{PROG}: error: {err.message}{suffix}", file=sys.stderr)
+
+
+async def _cmd_config(config: Config, _args: argparse.Namespace) -> int:
+    sys.stdout.write(dumps_toml(effective_toml(config)))
+    return StatusCode.OK
+
+
+async def _not_built(_config: Config, args: argparse.Namespace) -> int:
+    print(f"{PROG}: error: '{args.command}' is not available in this build yet", file=sys.stderr)
+    return StatusCode.UNKNOWN_ERROR
+
+
+Command = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
+
+COMMANDS: dict[str, Command] = {
+    "check": _not_built,
+    "install": _not_built,
+    "run": _not_built,
+    "current": _not_built,
+    "config": _cmd_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(target="console", level=AKLITE_LOG_LEVELS[args.log_level])
+    log = structlog.get_logger(PROG)
+    try:
+        config = load_config(args.config or None)
+        return asyncio.run(COMMANDS[args.command](config, args))
+    except AkliteError as e:
+        _print_error(e)
+        return int(e.code)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        log.exception("unexpected failure")
+        print(f"{PROG}: error: unexpected failure: {e}", file=sys.stderr)
+        return StatusCode.UNKNOWN_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
