@@ -1,0 +1,189 @@
+"""A private system-like D-Bus with python-dbusmock standing in for PID 1 (systemd).
+
+PID 1 cannot run under test, so its Manager is the one thing mocked; the bus, the client
+library and the signals are real. The systemd template lacks LoadUnit, Subscribe and
+RestartUnit, so they are added here with the semantics real systemd has.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+</busconfig>
+"""
+
+UNIT_IFACE = "org.freedesktop.systemd1.Unit"
+
+# Real systemd's LoadUnit loads any name; an unknown unit comes back "not-found".
+LOAD_UNIT = f"""
+name = str(args[0])
+if name not in self.units:
+    self.AddMockUnit(name)
+    objects[self.units[name]].UpdateProperties('{UNIT_IFACE}', {{'LoadState': 'not-found'}})
+ret = self.units[name]
+"""
+
+RESTART_UNIT = """
+ret = self.StartUnit(args[0], args[1])
+"""
+
+
+def _alive(pid: int) -> bool:
+    # A zombie has exited; whoever parents it reaps it later.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+
+
+@contextmanager
+def private_system_bus(workdir: Path) -> Iterator[str]:
+    """Start a dbus-daemon with a system-like config; yield its address; stop it by pid."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    socket_path = workdir / "system_bus_socket"
+    config = workdir / "system-like.conf"
+    config.write_text(BUS_CONFIG.format(socket=socket_path))
+    proc = subprocess.run(
+        ["dbus-daemon", f"--config-file={config}", "--fork", "--print-address=1", "--print-pid=1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    lines = proc.stdout.split()
+    address, pid = lines[0], int(lines[1])
+    try:
+        yield address
+    finally:
+        _kill(pid)
+
+
+def _gdbus_call(address: str, dest: str, path: str, method: str, *args: str) -> str:
+    # dbus-send cannot express every signature; the mock's own D-Bus API takes plain
+    # strings, so a tiny dbus-python client is the simplest faithful caller.
+    code = (
+        "import sys, dbus\n"
+        "bus = dbus.bus.BusConnection(sys.argv[1])\n"
+        "obj = bus.get_object(sys.argv[2], sys.argv[3])\n"
+        "iface, member = sys.argv[4].rsplit('.', 1)\n"
+        "print(getattr(dbus.Interface(obj, iface), member)(*sys.argv[5:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, address, dest, path, method, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return result.stdout.strip()
+
+
+@dataclass
+class SystemdMock:
+    address: str
+    log_path: Path
+
+    def call(self, method: str, *args: str) -> str:
+        return _gdbus_call(
+            self.address, "org.freedesktop.systemd1", "/org/freedesktop/systemd1", method, *args
+        )
+
+    def add_unit(self, name: str, *, active: bool) -> None:
+        self.call("org.freedesktop.DBus.Mock.AddMockUnit", name)
+        if active:
+            self.call("org.freedesktop.systemd1.Manager.StartUnit", name, "replace")
+
+    def calls(self) -> list[str]:
+        """The Manager methods called so far, in order, with their arguments."""
+        lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
+        return [line.split(" ", 1)[1] for line in lines if " " in line]
+
+
+@contextmanager
+def systemd_mock(address: str, workdir: Path) -> Iterator[SystemdMock]:
+    """Run python-dbusmock's systemd template on the bus at ``address``."""
+    log_path = workdir / "systemd-mock.log"
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dbusmock",
+            "--template",
+            "systemd",
+            "-l",
+            str(log_path),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        mock = SystemdMock(address=address, log_path=log_path)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                mock.call(
+                    "org.freedesktop.DBus.Properties.Get",
+                    "org.freedesktop.systemd1.Manager",
+                    "Version",
+                )
+                break
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        manager = "org.freedesktop.systemd1.Manager"
+        mock.call("org.freedesktop.DBus.Mock.AddMethod", manager, "LoadUnit", "s", "o", LOAD_UNIT)
+        mock.call("org.freedesktop.DBus.Mock.AddMethod", manager, "Subscribe", "", "", "")
+        mock.call(
+            "org.freedesktop.DBus.Mock.AddMethod", manager, "RestartUnit", "ss", "o", RESTART_UNIT
+        )
+        yield mock
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
