@@ -86,6 +86,7 @@ class AklitedConfig:
     auto_reboot: bool
     reboot_delay_s: int
     docker_host: str
+    lock_path: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,8 @@ DEFAULTS: dict[tuple[str, str], object] = {
     ("aklited", "auto_reboot"): True,
     ("aklited", "reboot_delay_s"): 5,
     ("aklited", "docker_host"): "unix:///var/run/docker.sock",
+    # shared with aktualizr-lite's tools, which take the same flock
+    ("aklited", "lock_path"): "/var/lock/aklite.lock",
 }
 
 
@@ -331,6 +334,7 @@ def _build(
             auto_reboot=r.boolean("aklited", "auto_reboot"),
             reboot_delay_s=r.integer("aklited", "reboot_delay_s"),
             docker_host=r.string("aklited", "docker_host"),
+            lock_path=r.path("aklited", "lock_path"),
         ),
         raw=_deep_copy(dict(raw)),
         sources=files,

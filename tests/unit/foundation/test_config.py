@@ -42,6 +42,7 @@ def test_defaults_are_aktualizr_lites(tmp_path: Path) -> None:
     assert config.aklited.device_type == "ci"
     assert config.aklited.kernel_cmdline == Path("/proc/cmdline")
     assert config.aklited.auto_reboot is True
+    assert config.aklited.lock_path == Path("/var/lock/aklite.lock")
     # an empty hardware id falls back to the host name, as aktualizr-lite does
     assert config.provision.hardware_id
 
