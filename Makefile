@@ -19,7 +19,7 @@ demo: setup
 	@$(PY) -m aklited.demo
 
 bench: setup
-	$(PY) -m pytest -q -s bench
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -396,6 +396,10 @@ class Store:
             self._append_only(install_id, f"{state}-failed", error=str(e), code=code)
             raise
 
+    def record_failure(self, install_id: int | None, state: str, **detail: Any) -> None:
+        """Append ``<state>-failed`` without moving the install off the step that failed."""
+        self._append_only(install_id, f"{state}-failed", **detail)
+
     def _append_only(self, install_id: int | None, state: str, **detail: Any) -> None:
         with self._transaction() as cur:
             _append_event(cur, install_id, state, detail, _now())

@@ -1,0 +1,1 @@
+"""Building and signing offline-update bundles in the Foundries (fioctl) dialect."""

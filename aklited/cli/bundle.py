@@ -1,0 +1,354 @@
+"""``aklite-bundle``: make, sign, inspect and verify offline-update bundles.
+
+Bundles are written in the layout and metadata dialect of ``fioctl targets
+offline-update`` (Ed25519 or RSA keys, base64 signatures, canonical JSON), so a device
+that accepts Foundries bundles accepts these when it trusts the keyring's root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aklited.bundle import BUNDLE_TARGETS, check_bundle_targets
+from aklited.bundlemaker.build import BuildError, BundleOptions, TargetSpec, create_bundle
+from aklited.bundlemaker.keys import KeyKind
+from aklited.bundlemaker.signing import (
+    ROLES,
+    Keyring,
+    add_signatures,
+    expires_in,
+    new_keyring_dir,
+)
+from aklited.errors import AkliteError, TrustError
+from aklited.log import configure_logging
+from aklited.status import StatusCode
+from aklited.tuf.metadata import format_time, load_json
+from aklited.tuf.source import DEFAULT_LIMITS, DirectorySource, read_bounded
+from aklited.tuf.storage import DirectoryTrustStore
+from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
+
+DESCRIPTION = """\
+Make, sign, inspect and verify offline update bundles (the layout fioctl writes:
+tuf/, ostree_repo/, apps/).
+
+Typical use:
+  aklite-bundle keys init ./keys                      # keys + a first root (1.root.json)
+  aklite-bundle create ./bundle --keys ./keys --name rpi4-lmp-42 --version 42 \\
+      --hwid raspberrypi4-64 --ostree-commit <sha256> --ostree-repo ./repo --tag main
+  aklite-bundle show ./bundle
+  aklite-bundle verify ./bundle/tuf --trusted ./trusted   # seed ./trusted with root.json
+
+Copy keys/1.root.json to the device as <uptane_metadata_path>/<ci|prod>/1.root.json so it
+trusts bundles signed with these keys.
+"""
+
+
+def _threshold(text: str) -> tuple[str, int]:
+    role, sep, count = text.partition("=")
+    if not sep or role not in ROLES or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected ROLE=N with ROLE in {', '.join(ROLES)}")
+    return role, int(count)
+
+
+def _app(text: str) -> tuple[str, str]:
+    name, sep, uri = text.partition("=")
+    if not sep or not name or "@sha256:" not in uri:
+        raise argparse.ArgumentTypeError("expected NAME=URI with URI ending @sha256:<hex>")
+    return name, uri
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (public so documentation and tests can inspect it)."""
+    parser = argparse.ArgumentParser(
+        prog="aklite-bundle",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress on stderr (default: warnings)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keys = commands.add_parser("keys", help="create or rotate signing keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    init = key_commands.add_parser(
+        "init", help="make root/targets/snapshot/timestamp keys and a signed 1.root.json"
+    )
+    init.add_argument("dir", type=Path, help="keyring directory to create")
+    init.add_argument("--type", choices=("ed25519", "rsa"), default="ed25519", help="key type")
+    init.add_argument(
+        "--threshold",
+        type=_threshold,
+        action="append",
+        default=[],
+        metavar="ROLE=N",
+        help="signatures a role needs (as many keys are made); repeatable, default 1",
+    )
+    init.add_argument("--rsa-bits", type=int, default=4096, help="RSA key size (default 4096)")
+    rotate = key_commands.add_parser(
+        "rotate", help="replace one role's keys and sign the next N.root.json"
+    )
+    rotate.add_argument("dir", type=Path, help="keyring directory")
+    rotate.add_argument("--role", choices=ROLES, default="root", help="role whose keys change")
+    rotate.add_argument("--type", choices=("ed25519", "rsa"), default="ed25519", help="key type")
+
+    create = commands.add_parser("create", help="write a signed bundle for one or more targets")
+    create.add_argument("dst", type=Path, help="bundle directory to write")
+    create.add_argument("--keys", type=Path, required=True, help="keyring directory")
+    create.add_argument(
+        "--target-json", type=Path, help="JSON file: a target object or a list of them"
+    )
+    create.add_argument("--name", help="target name, e.g. raspberrypi4-64-lmp-42")
+    create.add_argument("--version", help="target version (custom.version)")
+    create.add_argument("--hwid", help="hardware id the target is for")
+    create.add_argument("--ostree-commit", help="sha256 of the target's OSTree commit")
+    create.add_argument(
+        "--target-tag", action="append", default=[], help="custom.tags entry (default: --tag)"
+    )
+    create.add_argument(
+        "--app", type=_app, action="append", default=[], metavar="NAME=URI", help="target app"
+    )
+    create.add_argument("--tag", default="", help="bundle tag (x-fio-offline-bundle.tag)")
+    create.add_argument("--prod", action="store_true", help="a production bundle (default: ci)")
+    create.add_argument("--ostree-repo", type=Path, help="repo to copy the OSTree commits from")
+    create.add_argument("--app-store", type=Path, help="composectl app store to copy apps from")
+    create.add_argument("--expires-in-days", type=float, default=30.0, help="metadata lifetime")
+    create.add_argument(
+        "--metadata-version", type=int, default=1, help="version of timestamp/snapshot/targets"
+    )
+    create.add_argument(
+        "--roots-from", type=int, help="first N.root.json to include (default: all)"
+    )
+
+    sign = commands.add_parser(
+        "sign", help="add this keyring's targets signatures to bundle-targets.json"
+    )
+    sign.add_argument("bundle", type=Path, help="bundle directory")
+    sign.add_argument("--keys", type=Path, required=True, help="keyring directory")
+
+    show = commands.add_parser("show", help="print what a bundle holds")
+    show.add_argument("bundle", type=Path, help="bundle directory")
+
+    verify = commands.add_parser(
+        "verify", help="verify a tuf/ directory against trusted metadata; print its targets"
+    )
+    verify.add_argument("tuf_dir", type=Path, help="the bundle's tuf/ directory")
+    verify.add_argument(
+        "--trusted", type=Path, required=True, help="trusted directory (seed it with root.json)"
+    )
+    return parser
+
+
+def _targets_from_args(args: argparse.Namespace) -> list[TargetSpec]:
+    if args.target_json is not None:
+        data = json.loads(args.target_json.read_text())
+        items = data if isinstance(data, list) else [data]
+        return [TargetSpec.from_json(item) for item in items]
+    missing = [f for f in ("name", "version", "hwid", "ostree_commit") if not getattr(args, f)]
+    if missing:
+        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise BuildError(f"describe the target with --target-json or {flags}")
+    tags = tuple(args.target_tag) or ((args.tag,) if args.tag else ())
+    return [
+        TargetSpec(
+            name=args.name,
+            version=args.version,
+            hardware_id=args.hwid,
+            ostree_commit=args.ostree_commit,
+            tags=tags,
+            apps=dict(args.app),
+        )
+    ]
+
+
+async def _create(args: argparse.Namespace) -> int:
+    ring = Keyring.load(args.keys)
+    targets = _targets_from_args(args)
+    options = BundleOptions(
+        bundle_type="prod" if args.prod else "ci",
+        tag=args.tag,
+        metadata_version=args.metadata_version,
+        expires=expires_in(args.expires_in_days),
+        roots_from=args.roots_from,
+    )
+    await create_bundle(
+        args.dst,
+        ring=ring,
+        targets=targets,
+        options=options,
+        ostree_repo=args.ostree_repo,
+        app_store=args.app_store,
+    )
+    print(f"bundle written to {args.dst} ({', '.join(t.name for t in targets)})")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    ring = Keyring.load(args.keys)
+    path = args.bundle / BUNDLE_TARGETS
+    raw = path.read_bytes()
+    document = load_json(raw, str(path))
+    signed = document["signed"]
+    updated = add_signatures(raw, signed, ring.roles["targets"])
+    path.write_bytes(updated)
+    count = len(json.loads(updated)["signatures"])
+    print(f"{path}: {count} signature(s)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    tuf_dir: Path = args.bundle / "tuf"
+    summary: dict[str, Any] = {"bundle": str(args.bundle)}
+    summary["roots"] = sorted(
+        int(p.name.split(".")[0]) for p in tuf_dir.glob("*.root.json") if p.name[0].isdigit()
+    )
+    for name in ("timestamp", "snapshot", "targets", "bundle-targets"):
+        path = tuf_dir / f"{name}.json"
+        if not path.exists():
+            summary[name] = None
+            continue
+        raw = read_bounded(path, limit=DEFAULT_LIMITS.targets, boundary=args.bundle) or b"{}"
+        document = load_json(raw, str(path))
+        signed = document.get("signed") if isinstance(document, dict) else None
+        if not isinstance(signed, dict):
+            summary[name] = "not a metadata file"
+            continue
+        entry: dict[str, Any] = {"version": signed.get("version"), "expires": signed.get("expires")}
+        if name == "targets":
+            entry["targets"] = {
+                target: {
+                    "version": info.get("custom", {}).get("version"),
+                    "hardwareIds": info.get("custom", {}).get("hardwareIds"),
+                    "tags": info.get("custom", {}).get("tags"),
+                    "ostree_commit": info.get("hashes", {}).get("sha256"),
+                    "apps": {
+                        app: v.get("uri")
+                        for app, v in info.get("custom", {}).get("docker_compose_apps", {}).items()
+                    },
+                }
+                for target, info in signed.get("targets", {}).items()
+            }
+        if name == "bundle-targets":
+            entry["bundle"] = signed.get("x-fio-offline-bundle")
+        summary[name] = entry
+    apps_root = args.bundle / "apps" / "apps"
+    summary["apps"] = sorted(
+        (read_bounded(p, limit=4096, boundary=args.bundle) or b"").decode(errors="replace").strip()
+        for p in apps_root.glob("*/*/uri")
+    )
+    summary["ostree_repo"] = (args.bundle / "ostree_repo" / "config").exists()
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def verify_tuf_dir(tuf_dir: Path, trusted: Path) -> dict[str, Any]:
+    """Run the workflow on ``tuf_dir`` with the trusted directory ``trusted``.
+
+    Returns:
+        A JSON-ready summary: versions, the bundle manifest (if any) and the targets.
+
+    Raises:
+        TrustError: 4, 11, 12, 14 or 15.
+    """
+    if not (trusted / "root.json").is_file():
+        raise TrustError(
+            f"{trusted}/root.json: missing; seed the trusted directory with the root you trust",
+            code=StatusCode.METADATA_NOT_FOUND,
+        )
+    source = DirectorySource(tuf_dir, boundary=Path(os.path.realpath(tuf_dir)).parent)
+    workflow = TrustWorkflow(
+        source=source, store=DirectoryTrustStore(trusted), label_prefix=f"{tuf_dir.name}/"
+    )
+    root = workflow.update_root()
+    bundle: dict[str, Any] | None = None
+    raw = source.fetch_bundle_targets()
+    if raw is not None:
+        manifest = check_bundle_targets(
+            raw,
+            root=root.signed,
+            dialect=workflow.trusted.dialect,
+            reference_time=workflow.reference_time,
+            device_type=None,
+            tags=(),
+        )
+        bundle = {
+            "type": manifest.bundle_type,
+            "tag": manifest.tag,
+            "targets": list(manifest.targets),
+            "expires": format_time(manifest.expires),
+        }
+    return _summary(workflow.update_top_level(), bundle)
+
+
+def _summary(verified: VerifiedMetadata, bundle: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "dialect": verified.dialect.value,
+        "root_version": verified.root.version,
+        "timestamp_version": verified.timestamp.version,
+        "snapshot_version": verified.snapshot.version,
+        "targets_version": verified.targets.version,
+        "from_store": verified.from_store,
+        "bundle": bundle,
+        "targets": {
+            name: {"length": t.length, "hashes": dict(t.hashes), "custom": dict(t.custom)}
+            for name, t in verified.targets.signed.targets.items()
+        },
+    }
+
+
+async def _run(args: argparse.Namespace) -> int:
+    match args.command:
+        case "keys" if args.keys_command == "init":
+            kind: KeyKind = args.type
+            ring = await asyncio.to_thread(
+                new_keyring_dir,
+                args.dir,
+                kind=kind,
+                thresholds=dict(args.threshold),
+                rsa_bits=args.rsa_bits,
+            )
+            print(f"keys and 1.root.json written to {args.dir} (root version {ring.root_version})")
+            return 0
+        case "keys":
+            ring = await asyncio.to_thread(Keyring.load, args.dir)
+            ring.rotate(args.role, kind=args.type)
+            await asyncio.to_thread(ring.save, args.dir)
+            print(f"{args.dir}/{ring.root_version}.root.json written ({args.role} keys replaced)")
+            return 0
+        case "create":
+            return await _create(args)
+        case "sign":
+            return await asyncio.to_thread(_sign, args)
+        case "show":
+            return await asyncio.to_thread(_show, args)
+        case _:
+            summary = await asyncio.to_thread(verify_tuf_dir, args.tuf_dir, args.trusted)
+            print(json.dumps(summary, indent=2, sort_keys=True))
+            return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``aklite-bundle``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    # Logs go to stderr so that stdout carries only the JSON or text a script reads.
+    configure_logging(target="console", level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return asyncio.run(_run(args))
+    except AkliteError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return int(e.code)
+    except (BuildError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return int(StatusCode.UNKNOWN_ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Trust failures that the workflow itself needs to tell apart (by type, never by text)."""
+
+from __future__ import annotations
+
+from aklited.errors import TrustError
+from aklited.status import StatusCode
+
+
+class MetadataRollbackError(TrustError):
+    """Offered metadata is older than the trusted copy (a rollback, code 11).
+
+    The offline workflow may fall back to the stored copy, as aktualizr-lite does for a
+    bundle that is older than what the device already trusts.
+    """
+
+    default_code = StatusCode.SECURITY_ERROR
+
+
+def security_error(filename: str, reason: str) -> TrustError:
+    """A metadata file failed a check or cannot be parsed (11)."""
+    return TrustError(f"{filename}: {reason}", code=StatusCode.SECURITY_ERROR)
+
+
+def expired_error(filename: str, expires: str) -> TrustError:
+    """A metadata file has expired (12)."""
+    return TrustError(
+        f"{filename}: expired at {expires}; make a new bundle or check the device clock",
+        code=StatusCode.METADATA_EXPIRED,
+    )
+
+
+def missing_error(filename: str, reason: str = "is missing") -> TrustError:
+    """A required metadata file is absent (14)."""
+    return TrustError(f"{filename}: {reason}", code=StatusCode.METADATA_NOT_FOUND)
+
+
+def io_error(filename: str, err: OSError) -> TrustError:
+    """Reading the medium failed (4): not the metadata's fault."""
+    reason = err.strerror or type(err).__name__
+    return TrustError(f"{filename}: cannot be read: {reason}", code=StatusCode.TUF_UPDATE_FAILED)

@@ -1,0 +1,130 @@
+"""Where verified metadata is kept between runs.
+
+The workflow persists a role only after it verified, through three calls that the state
+journal (:class:`aklited.store.Store`) provides too. Two small implementations live here:
+
+* :class:`DirectoryTrustStore`: unversioned ``root.json``, ``timestamp.json``,
+  ``snapshot.json``, ``targets.json`` in one directory, each replaced atomically with the
+  exact bytes that verified (``aklite-bundle verify --trusted DIR``).
+* :class:`OverlayTrustStore`: reads fall through to another store, writes stay in memory;
+  it makes a check read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from aklited.tuf.errors import io_error
+from aklited.tuf.source import DEFAULT_LIMITS, read_bounded
+
+ROLES = ("root", "timestamp", "snapshot", "targets")
+
+
+class TrustStore(Protocol):
+    """Persistence of trusted metadata, one current copy per role (roots by version)."""
+
+    def tuf_latest(self, role: str) -> bytes | None:
+        """Return the trusted bytes of ``role`` (the highest version for root), or None."""
+        ...
+
+    def tuf_save(self, role: str, version: int, data: bytes) -> None:
+        """Persist ``data`` as the trusted ``role`` at ``version``."""
+        ...
+
+    def tuf_forget(self, role: str) -> None:
+        """Drop the trusted copy of ``role``."""
+        ...
+
+
+def _limit_for(role: str) -> int:
+    return int(getattr(DEFAULT_LIMITS, role))
+
+
+class DirectoryTrustStore:
+    """Trusted metadata as ``<dir>/<role>.json`` files, each replaced atomically."""
+
+    def __init__(self, directory: Path) -> None:
+        """Args:
+        directory: The trusted directory (seeded with a ``root.json``).
+        """
+        self.directory = directory
+
+    def _path(self, role: str) -> Path:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        return self.directory / f"{role}.json"
+
+    def tuf_latest(self, role: str) -> bytes | None:
+        """Return ``<role>.json`` or None."""
+        path = self._path(role)
+        return read_bounded(path, limit=_limit_for(role), boundary=self.directory, label=str(path))
+
+    def tuf_save(self, role: str, version: int, data: bytes) -> None:
+        """Replace ``<role>.json``: temp file, fsync, rename, fsync of the directory."""
+        del version  # one file per role: the version is inside it
+        path = self._path(role)
+        try:
+            fd, temp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{role}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as stream:
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                Path(temp_name).replace(path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(temp_name).unlink()
+                raise
+            _fsync_directory(self.directory)
+        except OSError as e:
+            raise io_error(str(path), e) from e
+
+    def tuf_forget(self, role: str) -> None:
+        """Delete ``<role>.json`` if present."""
+        path = self._path(role)
+        try:
+            path.unlink(missing_ok=True)
+            _fsync_directory(self.directory)
+        except OSError as e:
+            raise io_error(str(path), e) from e
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class OverlayTrustStore:
+    """A read-only view of another store: writes are kept in memory only.
+
+    Reads see this overlay's writes first, then fall through to ``base`` (None: empty).
+    """
+
+    def __init__(self, base: TrustStore | None) -> None:
+        """Args:
+        base: The store to read through to; it is never written.
+        """
+        self._base = base
+        self._written: dict[str, bytes | None] = {}
+
+    def tuf_latest(self, role: str) -> bytes | None:
+        """Return the overlay's copy, else the base store's."""
+        if role in self._written:
+            return self._written[role]
+        return self._base.tuf_latest(role) if self._base is not None else None
+
+    def tuf_save(self, role: str, version: int, data: bytes) -> None:
+        """Keep ``data`` in memory."""
+        del version
+        self._written[role] = data
+
+    def tuf_forget(self, role: str) -> None:
+        """Hide the role from reads, in memory only."""
+        self._written[role] = None

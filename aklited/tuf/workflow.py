@@ -1,0 +1,300 @@
+"""The TUF client workflow on a pluggable source, persisting only what verified.
+
+Policy lives here, checks live in :class:`~aklited.tuf.trusted.TrustedSet`:
+
+* the first trusted root comes from the store, else from the device's pre-provisioned
+  chain (``<uptane_metadata_path>/<ci|prod>/N.root.json``, walked from its lowest version
+  upwards, as aktualizr-lite imports it);
+* roots rotate one version at a time from the source, at most ``max_rotations`` times;
+* each role is saved to the store as soon as it verified, so a later failure keeps what
+  was proven;
+* a source older than the store (rollback) falls back to the stored metadata when that
+  still verifies and has not expired, as aktualizr-lite does for offline bundles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from aklited.errors import TrustError
+from aklited.status import StatusCode
+from aklited.tuf.errors import MetadataRollbackError, missing_error, security_error
+from aklited.tuf.keys import Dialect
+from aklited.tuf.metadata import Metadata, Root, Snapshot, Targets, Timestamp
+from aklited.tuf.source import DirectorySource, MetadataSource
+from aklited.tuf.storage import TrustStore
+from aklited.tuf.trusted import TrustedSet
+
+log = structlog.get_logger(__name__)
+
+MAX_ROOT_ROTATIONS = 1000  # aktualizr's kMaxRotations
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedMetadata:
+    """The outcome of a successful run.
+
+    Attributes:
+        dialect: Dialect of the metadata set.
+        root: The final root.
+        timestamp: The trusted timestamp.
+        snapshot: The trusted snapshot.
+        targets: The trusted targets.
+        from_store: True when the source was older than the device's metadata and the
+            stored copy was used instead (aktualizr-lite's ``CHECKIN_OK_CACHED``).
+        rotations: How many roots the source rotated through.
+    """
+
+    dialect: Dialect
+    root: Metadata[Root]
+    timestamp: Metadata[Timestamp]
+    snapshot: Metadata[Snapshot]
+    targets: Metadata[Targets]
+    from_store: bool
+    rotations: int
+
+
+class TrustWorkflow:
+    """One verification run: trusted root, root rotations, timestamp, snapshot, targets.
+
+    All methods block (file reads, signature checks): run them in a worker thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: MetadataSource,
+        store: TrustStore,
+        reference_time: datetime | None = None,
+        provisioned_roots: Path | None = None,
+        max_rotations: int = MAX_ROOT_ROTATIONS,
+        fallback_to_store: bool = True,
+        label_prefix: str = "",
+    ) -> None:
+        """Args:
+        source: Where new metadata comes from (a bundle's ``tuf/``).
+        store: Trusted metadata; written only with verified bytes.
+        reference_time: The one instant every expiry check uses (default: now).
+        provisioned_roots: Directory of pre-provisioned ``N.root.json`` used when the
+            store has no root yet.
+        max_rotations: Most root versions one run may rotate through.
+        fallback_to_store: Use stored metadata when the source is older (rollback).
+        label_prefix: Prefix of file names in messages (``"tuf/"``).
+        """
+        self.source = source
+        self.store = store
+        self.reference_time = reference_time or datetime.now(UTC)
+        self.provisioned_roots = provisioned_roots
+        self.max_rotations = max_rotations
+        self.fallback_to_store = fallback_to_store
+        self.label_prefix = label_prefix
+        self._trusted: TrustedSet | None = None
+        self._rotations = 0
+
+    @property
+    def trusted(self) -> TrustedSet:
+        """The trusted set (after :meth:`update_root`)."""
+        if self._trusted is None:
+            raise RuntimeError("call update_root() first")
+        return self._trusted
+
+    def refresh(self) -> VerifiedMetadata:
+        """Run the whole workflow.
+
+        Raises:
+            TrustError: 11 failed check, 12 expired, 14 missing file, 4 I/O error.
+        """
+        self.update_root()
+        return self.update_top_level()
+
+    def update_root(self) -> Metadata[Root]:
+        """Load the trusted root, rotate through the source's newer roots, check expiry.
+
+        Returns:
+            The final root.
+        """
+        trusted = self._load_trusted_root()
+        self._trusted = trusted
+        initial = trusted.root.signed
+        version = trusted.root.version + 1
+        while (raw := self.source.fetch_root(version)) is not None:
+            self._rotations += 1
+            if self._rotations > self.max_rotations:
+                raise security_error(
+                    f"{self.label_prefix}{version}.root.json",
+                    f"more than {self.max_rotations} root rotations in one update",
+                )
+            trusted.update_root(raw, filename=f"{self.label_prefix}{version}.root.json")
+            self.store.tuf_save("root", version, raw)
+            version += 1
+        final = trusted.root.signed
+        if self._rotations:
+            log.info("root rotated", rotations=self._rotations, version=final.version)
+            # Spec 5.3.11: new timestamp or snapshot keys make the stored copies useless
+            # for rollback protection; forget them so they cannot block recovery.
+            if any(initial.roles[r] != final.roles[r] for r in ("timestamp", "snapshot")):
+                self.store.tuf_forget("timestamp")
+                self.store.tuf_forget("snapshot")
+        trusted.check_root_expiry()
+        return trusted.root
+
+    def _load_trusted_root(self) -> TrustedSet:
+        stored = self.store.tuf_latest("root")
+        if stored is not None:
+            return TrustedSet(
+                stored, reference_time=self.reference_time, filename="trusted root.json"
+            )
+        if self.provisioned_roots is None:
+            raise missing_error("trusted root.json", "the device has no trusted root")
+        provisioned = DirectorySource(self.provisioned_roots, boundary=self.provisioned_roots)
+        versions = provisioned.root_versions()
+        if not versions:
+            raise missing_error(
+                str(self.provisioned_roots), "holds no N.root.json and the device trusts no root"
+            )
+        first = versions[0]
+        first_raw = provisioned.fetch_root(first)
+        if first_raw is None:
+            raise missing_error(f"{self.provisioned_roots}/{first}.root.json")
+        trusted = TrustedSet(
+            first_raw,
+            reference_time=self.reference_time,
+            filename=str(self.provisioned_roots / f"{first}.root.json"),
+        )
+        self.store.tuf_save("root", first, first_raw)
+        version = first + 1
+        while (raw := provisioned.fetch_root(version)) is not None:
+            trusted.update_root(raw, filename=str(self.provisioned_roots / f"{version}.root.json"))
+            self.store.tuf_save("root", version, raw)
+            version += 1
+        log.info(
+            "imported provisioned roots", path=str(self.provisioned_roots), version=version - 1
+        )
+        return trusted
+
+    def update_top_level(self) -> VerifiedMetadata:
+        """Timestamp, snapshot and targets after :meth:`update_root`.
+
+        Raises:
+            TrustError: 11 failed check or rollback without usable stored copy,
+                12 expired, 14 missing file, 4 I/O error.
+        """
+        trusted = self.trusted
+        prefix = self.label_prefix
+        self._try_stored(
+            "timestamp",
+            lambda raw: trusted.update_timestamp(raw, filename="trusted timestamp.json"),
+        )
+        raw = self._required(self.source.fetch_timestamp(), "timestamp.json")
+        try:
+            if trusted.update_timestamp(raw, filename=f"{prefix}timestamp.json"):
+                self.store.tuf_save("timestamp", self._version(trusted.timestamp), raw)
+        except MetadataRollbackError as e:
+            return self._fall_back(e)
+        timestamp = trusted.timestamp
+        assert timestamp is not None
+
+        stored_snapshot_ok = self._try_stored(
+            "snapshot",
+            lambda raw: trusted.update_snapshot(
+                raw, filename="trusted snapshot.json", trusted=True
+            ),
+        )
+        if not stored_snapshot_ok:
+            raw = self._required(
+                self.source.fetch_snapshot(timestamp.signed.snapshot.version), "snapshot.json"
+            )
+            try:
+                trusted.update_snapshot(raw, filename=f"{prefix}snapshot.json")
+            except MetadataRollbackError as e:
+                return self._fall_back(e)
+            self.store.tuf_save("snapshot", self._version(trusted.snapshot), raw)
+        snapshot = trusted.snapshot
+        assert snapshot is not None
+
+        stored_targets_ok = self._try_stored(
+            "targets", lambda raw: trusted.update_targets(raw, filename="trusted targets.json")
+        )
+        if not stored_targets_ok:
+            listed = snapshot.signed.meta["targets.json"].version
+            raw = self._required(self.source.fetch_targets(listed), "targets.json")
+            trusted.update_targets(raw, filename=f"{prefix}targets.json")
+            self.store.tuf_save("targets", self._version(trusted.targets), raw)
+        return self._result(trusted, from_store=False)
+
+    def _try_stored(self, role: str, load: Callable[[bytes], object]) -> bool:
+        """Load the stored copy of ``role``; True when it is valid as the final one.
+
+        A stored copy that fails only its final checks stays loaded as the reference
+        for rollback protection; one that fails to verify is ignored.
+        """
+        raw = self.store.tuf_latest(role)
+        if raw is None:
+            return False
+        try:
+            load(raw)
+        except TrustError as e:
+            log.debug("stored metadata not usable as final", role=role, reason=str(e))
+            return False
+        return True
+
+    def _required(self, raw: bytes | None, name: str) -> bytes:
+        if raw is None:
+            raise missing_error(f"{self.label_prefix}{name}")
+        return raw
+
+    @staticmethod
+    def _version(
+        metadata: Metadata[Timestamp] | Metadata[Snapshot] | Metadata[Targets] | None,
+    ) -> int:
+        assert metadata is not None
+        return metadata.version
+
+    def _fall_back(self, error: MetadataRollbackError) -> VerifiedMetadata:
+        """The source is older than the store: continue with the stored metadata if valid."""
+        if not self.fallback_to_store:
+            raise error
+        trusted = self.trusted
+        fresh = TrustedSet(
+            trusted.root.envelope.raw,
+            reference_time=self.reference_time,
+            filename=trusted.root.envelope.filename,
+            dialect=trusted.dialect,
+        )
+        stored = {
+            role: self.store.tuf_latest(role) for role in ("timestamp", "snapshot", "targets")
+        }
+        stored_timestamp, stored_snapshot, stored_targets = stored.values()
+        if stored_timestamp is None or stored_snapshot is None or stored_targets is None:
+            raise error
+        try:
+            fresh.update_timestamp(stored_timestamp, filename="stored timestamp.json")
+            fresh.update_snapshot(stored_snapshot, filename="stored snapshot.json", trusted=True)
+            fresh.update_targets(stored_targets, filename="stored targets.json")
+        except TrustError as stored_error:
+            log.warning("stored metadata unusable", reason=str(stored_error))
+            raise TrustError(
+                f"{error.message}; the device's stored metadata is not usable either "
+                f"({stored_error.message})",
+                code=StatusCode.SECURITY_ERROR,
+            ) from stored_error
+        log.warning("source metadata older than the device's; using stored", reason=error.message)
+        return self._result(fresh, from_store=True)
+
+    def _result(self, trusted: TrustedSet, *, from_store: bool) -> VerifiedMetadata:
+        timestamp, snapshot, targets = trusted.timestamp, trusted.snapshot, trusted.targets
+        assert timestamp is not None and snapshot is not None and targets is not None
+        return VerifiedMetadata(
+            dialect=trusted.dialect,
+            root=trusted.root,
+            timestamp=timestamp,
+            snapshot=snapshot,
+            targets=targets,
+            from_store=from_store,
+            rotations=self._rotations,
+        )

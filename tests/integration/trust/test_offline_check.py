@@ -1,0 +1,66 @@
+"""``aklite-offline check``: outcomes beyond tampering, all read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aklited.cli.offline_check import check
+from aklited.store import Store
+from tests.helpers.tuf_repo import keyring, target_spec, write_foundries_bundle
+
+from .conftest import Device, make_device
+
+
+async def test_older_target_is_a_refused_downgrade(
+    device: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = write_foundries_bundle(tmp_path / "b", device.ring, [target_spec(40)], version=2)
+    before = device.state()
+    assert await check(device.config, bundle) == 102
+    err = capsys.readouterr().err
+    assert "version 40 is older than the current version 41" in err and "--force" in err
+    assert device.state() == before
+
+
+async def test_bundle_with_current_target_is_0(
+    device: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = write_foundries_bundle(tmp_path / "b", device.ring, [target_spec(41)], version=2)
+    assert await check(device.config, bundle) == 0
+    assert "already runs" in capsys.readouterr().out
+
+
+async def test_bundle_older_than_device_metadata_uses_stored_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = make_device(tmp_path, ring=keyring())
+    store = Store.open(dev.db_path)
+    newer = write_foundries_bundle(tmp_path / "newer", dev.ring, [target_spec(43)], version=3)
+    for role in ("timestamp", "snapshot", "targets"):
+        store.tuf_save(role, 3, (newer / "tuf" / f"{role}.json").read_bytes())
+    for version, raw in enumerate(dev.ring.roots, start=1):
+        store.tuf_save("root", version, raw)
+    store.close()
+    older = write_foundries_bundle(tmp_path / "older", dev.ring, [target_spec(43)], version=2)
+    before = dev.state()
+    assert await check(dev.config, older) == 16
+    out = capsys.readouterr().out
+    assert "older than the device's" in out and "lmp-43" in out
+    assert dev.state() == before
+
+
+async def test_missing_bundle_directory_is_14(
+    device: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await check(device.config, tmp_path / "nowhere") == 14
+    assert "nowhere" in capsys.readouterr().err
+
+
+async def test_symlink_inside_bundle_is_fine(device: Device, tmp_path: Path) -> None:
+    bundle = write_foundries_bundle(tmp_path / "b", device.ring, [target_spec(42)], version=2)
+    real = bundle / "tuf" / "real-targets.json"
+    (bundle / "tuf" / "targets.json").rename(real)
+    (bundle / "tuf" / "targets.json").symlink_to(real.name)
+    assert await check(device.config, bundle) == 16
