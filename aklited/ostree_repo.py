@@ -1,0 +1,37 @@
+"""Where an OSTree repo keeps its objects, read directly for cheap checks. All blocking.
+
+``objects/<first two hex digits>/<other 62>.<type>``; a pull left half-way marks its commit
+with ``state/<commit>.commitpartial``. Metadata objects (commit, dirtree, dirmeta) are stored
+as their exact serialized bytes in every repo mode, so a commit object's file hashes to the
+commit's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def object_path(repo: Path, checksum: str, objtype: str) -> Path:
+    """Path of an object, ``objtype`` one of commit, dirtree, dirmeta, file."""
+    return repo / "objects" / checksum[:2] / f"{checksum[2:]}.{objtype}"
+
+
+def commit_path(repo: Path, commit: str) -> Path:
+    """Path of a commit object."""
+    return object_path(repo, commit, "commit")
+
+
+def has_commit(repo: Path, commit: str) -> bool:
+    """The commit object exists and no pull of it was left half-way."""
+    partial = repo / "state" / f"{commit}.commitpartial"
+    return commit_path(repo, commit).is_file() and not partial.exists()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,88 @@
+"""The object walk behind the space estimate agrees with ``ostree ls -R -C``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from aklited import sim
+from aklited.ostree_repo import commit_path, object_path
+from aklited.ostree_space import parse_tree_listing
+from aklited.ostree_walk import MissingObjectError, parse_commit_root, walk_missing
+from tests.integration.ostree.support import requirements
+
+pytestmark = requirements
+
+
+async def _ls(repo: Path, commit: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "ostree", f"--repo={repo}", "ls", "-R", "-C", commit, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    return out.decode()
+
+
+async def _tree(tmp_path: Path) -> Path:
+    files = {f"usr/share/many/f{i:03d}": os.urandom(i * 37) for i in range(300)}
+    files |= {
+        "usr/share/text/zeros": bytes(200_000),  # compresses to almost nothing
+        "usr/share/text/same-as-zeros": bytes(200_000),
+        "usr/share/ünïcode näme": b"x",
+        "usr/lib/modules/6.1.24-lmp-standard/initramfs.img": os.urandom(5000),
+    }
+    tree = await sim.make_tree(tmp_path / "tree", version="9", files=files)
+    (tree / "usr" / "share" / "empty").mkdir()
+    (tree / "usr" / "bin").mkdir()
+    (tree / "usr" / "bin" / "sh").symlink_to("busybox")
+    (tree / "usr" / "bin" / "busybox").write_bytes(os.urandom(1000))
+    (tree / "usr" / "bin" / "busybox").chmod(0o4755)
+    return tree
+
+
+@pytest.mark.parametrize("mode", ["archive", "bare-user"])
+async def test_walk_matches_ostree_ls(tmp_path: Path, mode: str) -> None:
+    repo = await sim.init_repo(tmp_path / "repo", mode=mode)
+    commit = await sim.commit_tree(repo, await _tree(tmp_path), subject="walk")
+    empty = await sim.init_repo(tmp_path / "dest", mode="bare")
+    expected = parse_tree_listing(await _ls(repo, commit))
+    walked = await asyncio.to_thread(walk_missing, repo, commit, empty)
+    assert walked.files.keys() == expected.files.keys()
+    for checksum, size in expected.files.items():
+        # bare-user keeps a symlink as a small regular file holding its target; ls says 0.
+        assert walked.files[checksum] == size or (mode == "bare-user" and size == 0)
+    assert walked.metadata == expected.metadata
+    assert walked.directories == expected.directories
+    assert walked.boot_bytes == expected.boot_bytes > 5000
+
+
+async def test_walk_skips_objects_the_destination_has(tmp_path: Path) -> None:
+    repo = await sim.init_repo(tmp_path / "repo")
+    commit = await sim.commit_tree(repo, await _tree(tmp_path), subject="walk")
+    dest = await sim.init_repo(tmp_path / "dest", mode="bare")
+    proc = await asyncio.create_subprocess_exec(
+        "ostree", f"--repo={dest}", "pull-local", str(repo), commit, stdout=asyncio.subprocess.PIPE
+    )
+    await proc.communicate()
+    walked = await asyncio.to_thread(walk_missing, repo, commit, dest)
+    assert walked.files == {}
+    assert walked.boot_bytes == 0
+
+
+async def test_walk_reports_a_missing_dirtree(tmp_path: Path) -> None:
+    repo = await sim.init_repo(tmp_path / "repo")
+    commit = await sim.commit_tree(repo, await _tree(tmp_path), subject="walk")
+    root_tree, _ = parse_commit_root(commit_path(repo, commit).read_bytes())
+    object_path(repo, root_tree, "dirtree").unlink()
+    dest = await sim.init_repo(tmp_path / "dest", mode="bare")
+    with pytest.raises(MissingObjectError) as caught:
+        await asyncio.to_thread(walk_missing, repo, commit, dest)
+    assert caught.value.path.name.endswith(".dirtree")
+
+
+def test_parse_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match=r"framing|truncated|checksum"):
+        parse_commit_root(b"not a commit at all")
