@@ -1,0 +1,207 @@
+"""Content-addressed blobs: digests, paths, verified reads and verified copies.
+
+Everything here is blocking file I/O meant to run in a worker thread (``asyncio.to_thread``).
+Large blobs are streamed in chunks; nothing reads a layer into memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from aklited.errors import AppsError
+from aklited.status import StatusCode
+
+CHUNK = 1024 * 1024
+_HEX = re.compile(r"[0-9a-f]{64}")
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """One node of an app's Merkle tree: sha256 hex, exact size and the media type it was given."""
+
+    hex: str
+    size: int
+    media_type: str = ""
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.hex}"
+
+
+def parse_digest(value: object, *, what: str) -> str:
+    """Return the hex of a ``sha256:<64 hex>`` digest or raise 70 naming ``what``."""
+    if not isinstance(value, str) or not value.startswith("sha256:"):
+        raise AppsError(f"{what}: digest {value!r} is not a sha256 digest")
+    hex_ = value.removeprefix("sha256:")
+    if not _HEX.fullmatch(hex_):
+        raise AppsError(f"{what}: digest {value!r} is malformed")
+    return hex_
+
+
+def is_hex_digest(name: str) -> bool:
+    """True if ``name`` is a bare 64-character lowercase sha256 hex string."""
+    return _HEX.fullmatch(name) is not None
+
+
+def blobs_dir(store_root: Path) -> Path:
+    """``<store>/blobs/sha256``: where a composectl store keeps its blobs."""
+    return store_root / "blobs" / "sha256"
+
+
+def blob_path(store_root: Path, hex_: str) -> Path:
+    return blobs_dir(store_root) / hex_
+
+
+def _missing(path: Path, what: str) -> AppsError:
+    return AppsError(f"{what}: blob {path} is missing", code=StatusCode.NO_TARGET_CONTENT)
+
+
+def read_small_blob(
+    store_root: Path, hex_: str, *, what: str, limit: int, size: int | None = None
+) -> bytes:
+    """Read a metadata blob (manifest, index, config) whole and check digest, size and limit.
+
+    Args:
+        store_root: the app store root.
+        hex_: expected sha256 hex; also the blob's file name.
+        what: names the node in error messages.
+        limit: reading this many bytes or more is an error (composectl's convention).
+        size: the exact size the parent declared, when it declared one.
+
+    Raises:
+        AppsError: 8 if the blob is absent, 70 if it is too large or does not match.
+    """
+    path = blob_path(store_root, hex_)
+    cap = limit if size is None else min(limit, size + 1)
+    try:
+        with path.open("rb") as f:
+            data = f.read(cap)
+    except FileNotFoundError as e:
+        raise _missing(path, what) from e
+    except OSError as e:
+        raise AppsError(f"{what}: cannot read {path}: {e.strerror}") from e
+    if len(data) >= limit:
+        raise AppsError(f"{what}: blob {hex_[:12]} is {limit} bytes or larger, over its limit")
+    if size is not None and len(data) != size:
+        raise AppsError(f"{what}: blob {hex_[:12]} size differs from the {size} bytes declared")
+    if hashlib.sha256(data).hexdigest() != hex_:
+        raise AppsError(f"{what}: blob {hex_[:12]} content does not match its sha256 digest")
+    return data
+
+
+def verify_blob_file(store_root: Path, blob: Blob, *, what: str) -> None:
+    """Hash a blob of any size in chunks and check it against ``blob`` (digest and size).
+
+    Raises:
+        AppsError: 8 if the blob is absent, 70 if its size or digest differs.
+    """
+    path = blob_path(store_root, blob.hex)
+    try:
+        with path.open("rb") as f:
+            _hash_stream(f, blob, what=what, sink=None)
+    except FileNotFoundError as e:
+        raise _missing(path, what) from e
+
+
+def check_blob_size(store_root: Path, blob: Blob, *, what: str) -> None:
+    """The cheap check (composectl's ``--quick``): the blob exists with the declared size.
+
+    Raises:
+        AppsError: 8 if the blob is absent, 70 if its size differs.
+    """
+    path = blob_path(store_root, blob.hex)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as e:
+        raise _missing(path, what) from e
+    if size != blob.size:
+        raise AppsError(f"{what}: blob {blob.hex[:12]} is {size} bytes, {blob.size} declared")
+
+
+def copy_blob(src_root: Path, dst_root: Path, blob: Blob, *, what: str) -> None:
+    """Copy one blob into another store, verifying while copying; never leave a partial blob.
+
+    The bytes go to a temporary name in the destination dir, are fsynced, then renamed to the
+    final name and the directory fsynced: after a crash the blob is either whole or absent.
+
+    Raises:
+        AppsError: 8 if the source is absent, 70 if it does not match, 50 on a write error.
+    """
+    src = blob_path(src_root, blob.hex)
+    dst_dir = blobs_dir(dst_root)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dst_dir / f"{TMP_PREFIX}{blob.hex}-{secrets.token_hex(4)}"
+    try:
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            _hash_stream(fin, blob, what=what, sink=fout)
+            fout.flush()
+            os.fsync(fout.fileno())
+        tmp.rename(dst_dir / blob.hex)
+        fsync_dir(dst_dir)
+    except FileNotFoundError as e:
+        if not src.exists():
+            raise _missing(src, what) from e
+        raise AppsError(f"{what}: cannot write {tmp}: {e}", code=StatusCode.DOWNLOAD_FAILED) from e
+    except OSError as e:
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise AppsError(
+            f"{what}: copying blob {blob.hex[:12]} to {dst_dir} failed: {e.strerror or e}",
+            code=StatusCode.NO_SPACE if full else StatusCode.DOWNLOAD_FAILED,
+        ) from e
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _hash_stream(f: io.BufferedReader, blob: Blob, *, what: str, sink: BinaryIO | None) -> None:
+    # One reused buffer: memory stays flat however large the blob is.
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    digest = hashlib.sha256()
+    seen = 0
+    while count := f.readinto(buffer):
+        seen += count
+        if seen > blob.size:
+            raise AppsError(f"{what}: blob {blob.hex[:12]} is longer than the {blob.size} declared")
+        digest.update(view[:count])
+        if sink is not None:
+            sink.write(view[:count])
+    if seen != blob.size:
+        raise AppsError(f"{what}: blob {blob.hex[:12]} is {seen} bytes, {blob.size} declared")
+    if digest.hexdigest() != blob.hex:
+        raise AppsError(f"{what}: blob {blob.hex[:12]} content does not match its sha256 digest")
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp name, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{secrets.token_hex(4)}")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(path)
+        fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
