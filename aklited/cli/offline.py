@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -19,6 +19,9 @@ from aklited.config import Config, dumps_toml, effective_toml, load_config
 from aklited.errors import AkliteError
 from aklited.log import AKLITE_LOG_LEVELS, configure_logging
 from aklited.status import StatusCode
+
+if TYPE_CHECKING:
+    from aklited.engine import Outcome
 
 PROG = "aklite-offline"
 
@@ -140,18 +143,58 @@ async def _cmd_config(config: Config, _args: argparse.Namespace) -> int:
     return StatusCode.OK
 
 
-async def _not_built(_config: Config, args: argparse.Namespace) -> int:
-    print(f"{PROG}: error: '{args.command}' is not available in this build yet", file=sys.stderr)
-    return StatusCode.UNKNOWN_ERROR
+async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
+    from aklited.cli.offline_check import check  # noqa: PLC0415 - heavy imports only when used
+
+    return await check(config, args.src_dir)
+
+
+def _report(outcome: Outcome) -> int:
+    stream = sys.stdout if outcome.code.is_success else sys.stderr
+    prefix = "" if outcome.code.is_success else f"{PROG}: "
+    print(f"{prefix}{outcome.message} [{int(outcome.code)}]", file=stream)
+    return int(outcome.code)
+
+
+async def _cmd_install(config: Config, args: argparse.Namespace) -> int:
+    from aklited.wiring import build_engine  # noqa: PLC0415
+
+    async with build_engine(config) as engine:
+        outcome = await engine.install(args.src_dir, target_name=args.target, force=args.force)
+    return _report(outcome)
+
+
+async def _cmd_run(config: Config, _args: argparse.Namespace) -> int:
+    from aklited.wiring import build_engine  # noqa: PLC0415
+
+    async with build_engine(config) as engine:
+        outcome = await engine.run()
+    return _report(outcome)
+
+
+async def _cmd_current(config: Config, _args: argparse.Namespace) -> int:
+    from aklited.wiring import build_engine  # noqa: PLC0415
+
+    async with build_engine(config) as engine:
+        info = await engine.current()
+    print(f"Target: {info.name}")
+    print(f"Version: {info.version}")
+    print(f"Ostree hash: {info.ostree_hash or 'unknown'}")
+    if info.booted_commit and info.booted_commit != info.ostree_hash:
+        print(f"Booted commit: {info.booted_commit}")
+    print("Apps:" + ("" if info.apps else " none"))
+    for name, uri in sorted(info.apps.items()):
+        print(f"    {name}: {info.app_states.get(name, 'unknown')} ({uri})")
+    return StatusCode.OK
 
 
 Command = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
 
 COMMANDS: dict[str, Command] = {
-    "check": _not_built,
-    "install": _not_built,
-    "run": _not_built,
-    "current": _not_built,
+    "check": _cmd_check,
+    "install": _cmd_install,
+    "run": _cmd_run,
+    "current": _cmd_current,
     "config": _cmd_config,
 }
 

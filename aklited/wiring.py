@@ -1,0 +1,192 @@
+"""Builds the engine's real collaborators from the configuration.
+
+The adapters here only translate between the engine's small protocols
+(:mod:`aklited.ports`) and the modules that do the work: the trust workflow and target
+selection (:mod:`aklited.bundle`), the OSTree sysroot (:mod:`aklited.ostree`), Compose Apps
+(:mod:`aklited.apps`) and systemd (:mod:`aklited.systemd`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from aklited.apps.adapter import ComposeApps
+from aklited.bundle import DeviceFacts, select_target, verify_bundle
+from aklited.config import Config
+from aklited.engine import INITIAL_TARGET, Engine, EngineSettings
+from aklited.errors import AppsError
+from aklited.ostree import OstreeSysroot
+from aklited.ports import CurrentTarget, EngineObserver, TargetSpec
+from aklited.store import Store
+from aklited.systemd import ServiceManager, connect_systemd
+
+
+class BundleTrust:
+    """TrustPort: the TUF workflow against the journal's trusted metadata, then selection."""
+
+    def __init__(self, *, store: Store, device: DeviceFacts, provisioned_roots: Path) -> None:
+        self._store = store
+        self._device = device
+        self._provisioned_roots = provisioned_roots
+
+    async def select(
+        self,
+        src_dir: Path,
+        *,
+        target_name: str | None,
+        force: bool,
+        current: CurrentTarget | None,
+    ) -> TargetSpec:
+        bundle = await verify_bundle(
+            src_dir,
+            store=self._store,
+            device=self._device,
+            provisioned_roots=self._provisioned_roots,
+        )
+        # The target the device booted before any offline update has no version to guard.
+        known = current is not None and current.name != INITIAL_TARGET
+        selected = await select_target(
+            bundle,
+            self._device,
+            target_name=target_name,
+            current_version=current.version if known and current else None,
+            current_name=current.name if known and current else None,
+            force=force,
+        )
+        return TargetSpec(
+            name=selected.name,
+            version=selected.version,
+            ostree_hash=selected.ostree_commit,
+            apps=dict(selected.apps),
+            custom=dict(selected.custom),
+            tag=bundle.manifest.tag or None,
+        )
+
+
+class OstreeRootfs:
+    """RootfsPort over :class:`~aklited.ostree.OstreeSysroot`."""
+
+    def __init__(self, sysroot: OstreeSysroot) -> None:
+        self._sysroot = sysroot
+
+    async def booted_commit(self) -> str | None:
+        booted = (await self._sysroot.status()).booted
+        return booted.checksum if booted is not None else None
+
+    async def pending_commit(self) -> str | None:
+        pending = (await self._sysroot.status()).pending
+        return pending.checksum if pending is not None else None
+
+    async def has_commit(self, commit: str) -> bool:
+        return await self._sysroot.has_commit(commit)
+
+    async def pull(self, src_repo: Path, commit: str) -> None:
+        await self._sysroot.pull(source_repo=src_repo, commit=commit)
+
+    async def deploy(self, commit: str) -> None:
+        await self._sysroot.deploy(commit=commit)
+
+    async def prune(self) -> None:
+        await self._sysroot.prune()
+
+
+class ComposeAppsPort:
+    """AppsPort over :class:`~aklited.apps.adapter.ComposeApps`."""
+
+    def __init__(self, apps: ComposeApps) -> None:
+        self._apps = apps
+
+    async def stage(self, src_store: Path, apps: Mapping[str, str]) -> None:
+        verified = await self._apps.verify(src_store, apps)
+        await self._apps.fetch(src_store, verified)
+        await self._apps.load(verified)
+
+    async def start(self, apps: Mapping[str, str]) -> None:
+        verified = await self._apps.verify_local(apps)
+        # Images may be gone (a dockerd with a fresh data root): loading skips present ones.
+        await self._apps.load(verified)
+        await self._apps.install(verified)
+        await self._apps.start(verified)
+
+    async def in_place(self, apps: Mapping[str, str]) -> bool:
+        if not apps:
+            return True
+        try:
+            verified = await self._apps.verify_local(apps, quick=True)
+        except AppsError:  # absent or damaged: not in place, install again
+            return False
+        statuses = await self._apps.check_running(verified)
+        return all(status.running for status in statuses.values())
+
+    async def retire(self, keep: Mapping[str, str]) -> None:
+        dropped = [name for name in await self._apps.installed() if name not in keep]
+        if dropped:
+            await self._apps.remove(dropped)
+        verified = await self._apps.verify_local(keep, quick=True) if keep else ()
+        await self._apps.prune(verified)
+
+    async def states(self, apps: Mapping[str, str]) -> dict[str, str]:
+        try:
+            verified = await self._apps.verify_local(apps, quick=True)
+        except AppsError as e:  # reported as the app's state
+            return dict.fromkeys(apps, f"not installed ({e})")
+        statuses = await self._apps.check_running(verified)
+        return {
+            name: "running" if status.running else "not running"
+            for name, status in statuses.items()
+        }
+
+
+def engine_settings(config: Config) -> EngineSettings:
+    return EngineSettings(
+        lock_path=config.aklited.lock_path,
+        reboot_sentinel=config.bootloader.reboot_sentinel_dir / "need_reboot",
+        current_target_path=config.storage.current_target_path,
+    )
+
+
+@asynccontextmanager
+async def build_engine(
+    config: Config,
+    *,
+    observer: EngineObserver | None = None,
+    services: ServiceManager | None = None,
+) -> AsyncIterator[Engine]:
+    """The engine for this device, with every connection closed on exit."""
+    store = await asyncio.to_thread(Store.open, config.storage.db_path)
+    own_services = services is None
+    manager = services if services is not None else await connect_systemd()
+    apps = ComposeApps(
+        store_root=config.pacman.reset_apps_root,
+        compose_root=config.pacman.compose_apps_root,
+        docker_host=config.aklited.docker_host,
+        compose_bin=config.pacman.docker_compose_bin,
+    )
+    try:
+        yield Engine(
+            store=store,
+            trust=BundleTrust(
+                store=store,
+                device=DeviceFacts.from_config(config),
+                provisioned_roots=config.storage.uptane_metadata_path / config.aklited.device_type,
+            ),
+            rootfs=OstreeRootfs(
+                OstreeSysroot(
+                    sysroot=config.pacman.sysroot,
+                    osname=config.pacman.os,
+                    kernel_cmdline=config.aklited.kernel_cmdline,
+                )
+            ),
+            apps=ComposeAppsPort(apps),
+            services=manager,
+            settings=engine_settings(config),
+            observer=observer,
+        )
+    finally:
+        await apps.close()
+        if own_services:
+            await manager.close()
+        await asyncio.to_thread(store.close)

@@ -1,0 +1,300 @@
+"""A simulated factory and device for end-to-end engine tests, all real components.
+
+The factory signs TUF metadata with ``aklited.bundlemaker``, commits rootfs trees with the
+``ostree`` CLI and builds app stores from busybox-static; it writes bundles onto a
+loop-mounted ext4 "USB drive". The device is an OSTree sysroot in a temp directory with
+its kernel command line in a file, a private dockerd, a private system bus with systemd
+mocked, and its configuration as TOML snippets. ``aklite-offline`` runs as a real
+subprocess, so exit codes and SIGKILL behave as on a device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aklited.apps.builder import AppStoreBuilder, BuiltLayer, ServiceSpec, busybox_rootfs_tar
+from aklited.bundlemaker.build import BundleOptions, TargetSpec, create_bundle
+from aklited.bundlemaker.signing import Keyring
+from aklited.sim.sysroot import SimDevice, commit_tree, make_device, make_tree, reboot
+from tests.helpers.dockerd import Dockerd
+from tests.helpers.loopfs import LoopFs, loop_ext4
+
+HWID = "intel-corei7-64"
+TAG = "main"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    version: int
+    commit: str
+    apps: Mapping[str, str]
+
+
+@dataclass
+class Factory:
+    """What ``fioctl`` and CI would produce: signed targets, commits and apps."""
+
+    root: Path
+    repo: Path
+    ring: Keyring = field(default_factory=Keyring.generate)
+    _builder: AppStoreBuilder | None = None
+    _base: BuiltLayer | None = None
+    releases: dict[int, Release] = field(default_factory=dict)
+    # Every publication is newer metadata, as the backend signs it: version N+1.
+    metadata_version: int = 0
+
+    @property
+    def store(self) -> Path:
+        return self.root / "app-store"
+
+    def _layers(self) -> tuple[AppStoreBuilder, BuiltLayer]:
+        if self._builder is None or self._base is None:
+            self._builder = AppStoreBuilder(self.store, factory="e2e")
+            tar = busybox_rootfs_tar(self.root / "busybox-rootfs.tar")
+            self._base = self._builder.layer_from_tar(tar)
+        return self._builder, self._base
+
+    def app(self, name: str, *, version: int, failing: bool = False) -> str:
+        """An app whose single service runs (or exits 1); a new version differs in its command."""
+        builder, base = self._layers()
+        image = builder.image(f"{name}-img", [base])
+        command = ["sh", "-c", "exit 1"] if failing else ["sleep", f"{3600 + version}"]
+        built = builder.app(
+            name,
+            {
+                "main": ServiceSpec(
+                    image, {"command": command, "init": True, "network_mode": "none"}
+                )
+            },
+        )
+        return built.uri
+
+    async def release(
+        self,
+        version: int,
+        *,
+        apps: Mapping[str, str] | None = None,
+        same_rootfs_as: int | None = None,
+    ) -> Release:
+        if same_rootfs_as is not None:
+            commit = self.releases[same_rootfs_as].commit
+        else:
+            tree = await make_tree(self.root / f"tree-{version}", version=str(version))
+            commit = await commit_tree(self.repo, tree, subject=f"v{version}", version=str(version))
+        release = Release(
+            name=f"{HWID}-lmp-{version}", version=version, commit=commit, apps=dict(apps or {})
+        )
+        self.releases[version] = release
+        return release
+
+    async def release_with_files(self, version: int, *, files: Mapping[str, bytes]) -> Release:
+        """A rootfs-only release whose tree carries extra files (e.g. a large payload)."""
+        tree = await make_tree(self.root / f"tree-{version}", version=str(version), files=files)
+        commit = await commit_tree(self.repo, tree, subject=f"v{version}", version=str(version))
+        release = Release(name=f"{HWID}-lmp-{version}", version=version, commit=commit, apps={})
+        self.releases[version] = release
+        return release
+
+    async def write_bundle(self, dst: Path, releases: list[Release], *, tag: str = TAG) -> Path:
+        self.metadata_version += 1
+        return await create_bundle(
+            dst,
+            ring=self.ring,
+            targets=[
+                TargetSpec(
+                    name=r.name,
+                    version=r.version,
+                    hardware_id=HWID,
+                    ostree_commit=r.commit,
+                    tags=(tag,),
+                    apps=r.apps,
+                )
+                for r in releases
+            ],
+            options=BundleOptions(
+                bundle_type="ci", tag=tag, metadata_version=self.metadata_version
+            ),
+            ostree_repo=self.repo,
+            app_store=self.store if any(r.apps for r in releases) else None,
+        )
+
+
+@dataclass
+class Device:
+    """A simulated LmP device: sysroot, journal, dockerd, system bus, configuration."""
+
+    root: Path
+    sim: SimDevice
+    dockerd: Dockerd
+    bus_address: str
+    config_dir: Path
+
+    @property
+    def sentinel(self) -> Path:
+        return self.root / "run/aktualizr-session/need_reboot"
+
+    @property
+    def db(self) -> Path:
+        return self.root / "var/sota/aklited.db"
+
+    @property
+    def current_target_file(self) -> Path:
+        return self.root / "var/sota/current-target"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
+            "PYTHONPATH": str(REPO_ROOT),
+            **extra,
+        }
+
+    def cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``aklite-offline`` with this device's configuration."""
+        extra = {"AKLITED_CRASH_AT": crash_at} if crash_at else {}
+        return subprocess.run(
+            [sys.executable, "-m", "aklited.cli.offline", "-c", str(self.config_dir), *args],
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    def start_cli(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aklited.cli.offline", "-c", str(self.config_dir), *args],
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    async def reboot(self, *, position: int = 0) -> None:
+        """Power-cycle: the tmpfs sentinel is gone and the bootloader starts a deployment."""
+        self.sentinel.unlink(missing_ok=True)
+        await reboot(self.sim, position=position)
+
+    def journal_states(self) -> list[str]:
+        """The event states in the journal, oldest first (read-only, like an operator would)."""
+        if not self.db.exists():
+            return []
+        conn = sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True)
+        try:
+            return [row[0] for row in conn.execute("SELECT state FROM events ORDER BY id")]
+        finally:
+            conn.close()
+
+    def installs(self) -> list[dict[str, object]]:
+        conn = sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute("SELECT * FROM installs ORDER BY id")]
+        finally:
+            conn.close()
+
+    def current(self) -> dict[str, str]:
+        """``aklite-offline current`` parsed into its fields."""
+        done = self.cli("current")
+        assert done.returncode == 0, done.stderr
+        fields: dict[str, str] = {}
+        for line in done.stdout.splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+        return fields
+
+    def running_projects(self) -> dict[str, list[str]]:
+        """Compose project -> states of its containers, read from the engine."""
+        done = self.dockerd.cli("ps", "-a", "--format", "{{json .}}")
+        projects: dict[str, list[str]] = {}
+        for line in done.stdout.splitlines():
+            item = json.loads(line)
+            labels = dict(
+                part.split("=", 1) for part in item.get("Labels", "").split(",") if "=" in part
+            )
+            project = labels.get("com.docker.compose.project")
+            if project:
+                projects.setdefault(project, []).append(item["State"])
+        return projects
+
+
+def write_config(device_root: Path, sim: SimDevice, dockerd: Dockerd) -> Path:
+    config_dir = device_root / "etc/sota/conf.d"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "40-hardware-id.toml").write_text(
+        f'[provision]\nprimary_ecu_hardware_id = "{HWID}"\n'
+    )
+    (config_dir / "sota.toml").write_text(
+        f"""
+[pacman]
+type = "ostree+compose_apps"
+os = "{sim.osname}"
+sysroot = "{sim.sysroot}"
+tags = "{TAG}"
+compose_apps_root = "{device_root}/var/sota/compose-apps"
+reset_apps_root = "{device_root}/var/sota/reset-apps"
+docker_compose_bin = "/usr/bin/docker"
+
+[storage]
+path = "{device_root}/var/sota"
+uptane_metadata_path = "{device_root}/usr/lib/sota/tuf"
+
+[bootloader]
+reboot_sentinel_dir = "{device_root}/run/aktualizr-session"
+
+[aklited]
+device_type = "ci"
+kernel_cmdline = "{sim.kernel_cmdline}"
+docker_host = "{dockerd.host}"
+lock_path = "{device_root}/run/lock/aklite.lock"
+media_root = "{device_root}/run/aklited/media"
+"""
+    )
+    return config_dir
+
+
+async def make_e2e_device(
+    root: Path, *, dockerd: Dockerd, bus_address: str
+) -> tuple[Device, Factory]:
+    sim = await make_device(root / "rootfs", osname="lmp", version="1")
+    factory = Factory(root=root / "factory", repo=sim.repo)
+    factory.root.mkdir(parents=True, exist_ok=True)
+    provisioned = root / "device/usr/lib/sota/tuf/ci"
+    provisioned.mkdir(parents=True)
+    (provisioned / "1.root.json").write_bytes(factory.ring.roots[0])
+    config_dir = write_config(root / "device", sim, dockerd)
+    device = Device(
+        root=root / "device",
+        sim=sim,
+        dockerd=dockerd,
+        bus_address=bus_address,
+        config_dir=config_dir,
+    )
+    return device, factory
+
+
+@contextmanager
+def usb_drive(root: Path, *, size_mib: int = 256) -> Iterator[LoopFs]:
+    """A loop-mounted ext4 drive to write a bundle on."""
+    with loop_ext4(root / "usb.img", size_mib=size_mib, mountpoint=root / "usb") as fs:
+        yield fs
+
+
+def clean_engine(dockerd: Dockerd) -> None:
+    """Remove every container and image, so each test starts from an empty engine."""
+    ids = dockerd.cli("ps", "-aq").stdout.split()
+    if ids:
+        dockerd.cli("rm", "-f", *ids)
+    images = dockerd.cli("images", "-aq").stdout.split()
+    if images:
+        dockerd.cli("rmi", "-f", *set(images), check=False)

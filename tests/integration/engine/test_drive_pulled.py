@@ -1,0 +1,87 @@
+"""A drive pulled out in the middle of the pull: the install fails cleanly (50), the device
+stays on its current target, and a later install from a good drive succeeds."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.dbus import SystemdMock
+from tests.integration.engine.harness import Device, Factory, usb_drive
+
+pytestmark = [pytest.mark.root, pytest.mark.docker]
+
+# ext4's "going down" ioctl: every later access to the filesystem fails with EIO, as when
+# the USB drive under it disappears. (No device-mapper here to fail the block device itself.)
+EXT4_IOC_SHUTDOWN = 0x8004587D
+EXT4_GOING_FLAGS_NOLOGFLUSH = 2
+
+
+def yank(mountpoint: Path) -> None:
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
+    finally:
+        os.close(fd)
+
+
+def drop_caches() -> None:
+    # reads must reach the drive, not the page cache, for the pull to notice it is gone
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def wait_for_state(device: Device, proc: subprocess.Popen[str], state: str) -> None:
+    deadline = time.monotonic() + 120
+    while state not in device.journal_states():
+        assert proc.poll() is None, "install ended before the pull started"
+        assert time.monotonic() < deadline, "install did not start pulling"
+        time.sleep(0.005)
+
+
+async def test_drive_pulled_mid_pull(
+    e2e: tuple[Device, Factory, SystemdMock], tmp_path: Path
+) -> None:
+    device, factory, systemd = e2e
+    # enough incompressible content that the pull takes a while
+    payload = {f"usr/share/data/blob-{i:04d}": os.urandom(64 * 1024) for i in range(1200)}
+    v2 = await factory.release_with_files(2, files=payload)
+    before = device.current()
+
+    with usb_drive(tmp_path / "bad", size_mib=384) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        drop_caches()
+        proc = device.start_cli("install", "-s", str(bundle))
+        try:
+            wait_for_state(device, proc, "pulling")
+            yank(drive.mountpoint)
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        # the context manager unmounts and detaches the dead drive
+    assert proc.returncode == 50, (stdout, stderr)
+    assert "aklite-offline: " in stderr
+    states = device.journal_states()
+    assert "pulling-failed" in states
+    assert "deploying" not in states
+    # still on the old target, nothing pending, aktualizr-lite running again
+    assert device.current()["Target"] == before["Target"]
+    assert device.current()["Ostree hash"] == device.sim.initial_commit
+    assert device.cli("run").returncode == 40
+    jobs = [c.split()[0] for c in systemd.calls() if c.split()[0] in ("StartUnit", "StopUnit")]
+    assert jobs[-1] == "StartUnit"
+
+    with usb_drive(tmp_path / "good", size_mib=384) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        done = device.cli("install", "-s", str(bundle))
+    assert done.returncode == 100, done.stderr
+    await device.reboot()
+    assert device.cli("run").returncode == 0
+    assert device.current()["Target"] == v2.name

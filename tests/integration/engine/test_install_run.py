@@ -1,0 +1,197 @@
+"""End-to-end: aklite-offline install / run / current on a simulated device, every exit code
+of the offline-update table, with a real sysroot, dockerd, bus and signed bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.dbus import SystemdMock
+from tests.integration.engine.harness import Device, Factory, usb_drive
+
+pytestmark = [pytest.mark.root, pytest.mark.docker]
+
+E2E = tuple[Device, Factory, SystemdMock]
+
+
+def aklite_jobs(systemd: SystemdMock) -> list[str]:
+    """The Stop/Start calls aklited made on aktualizr-lite.service, in order."""
+    calls = systemd.calls()
+    # the first StartUnit is the fixture bringing the service up
+    jobs = [c.split()[0] for c in calls if c.split()[0] in ("StartUnit", "StopUnit")]
+    return jobs[1:]
+
+
+def assert_code(done: object, code: int) -> None:
+    assert done.returncode == code, (done.stdout, done.stderr)  # type: ignore[attr-defined]
+
+
+async def test_rootfs_and_apps_update_then_finalize(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, systemd = e2e
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    with usb_drive(tmp_path) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        drive.remount(options="ro,nosuid,nodev,noexec")
+        done = device.cli("install", "-s", str(bundle))
+    # the drive is gone: everything the update needs is on the device now
+    assert_code(done, 100)
+    assert "reboot" in done.stdout
+    assert any(c.startswith('StopUnit "aktualizr-lite.service"') for c in systemd.calls())
+    assert device.sentinel.exists()
+
+    # before the reboot, run says so and changes nothing
+    assert_code(device.cli("run"), 100)
+
+    await device.reboot()
+    done = device.cli("run")
+    assert_code(done, 0)
+    current = device.current()
+    assert current["Target"] == v2.name
+    assert current["Version"] == "2"
+    assert current["Ostree hash"] == v2.commit
+    assert "app1: running" in device.cli("current").stdout
+    assert device.running_projects() == {"app1": ["running"]}
+    text = device.current_target_file.read_text()
+    assert f'TARGET_NAME="{v2.name}"' in text
+    assert 'CUSTOM_VERSION="2"' in text
+    # aktualizr-lite was running before, so it runs again
+    assert aklite_jobs(systemd) == ["StopUnit", "StartUnit"]
+    assert_code(device.cli("run"), 40)
+
+
+async def test_apps_only_update_then_already_installed(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, _ = e2e
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    v3 = await factory.release(3, apps={"app1": factory.app("app1", version=3)}, same_rootfs_as=2)
+    with usb_drive(tmp_path) as drive:
+        b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
+        b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
+        assert_code(device.cli("install", "-s", str(b2)), 100)
+        await device.reboot()
+        assert_code(device.cli("run"), 0)
+
+        done = device.cli("install", "-s", str(b3))
+        assert_code(done, 101)
+        assert "restart dockerd" in done.stdout
+        assert_code(device.cli("run"), 0)
+        assert device.current()["Target"] == v3.name
+
+        # the same bundle again: nothing to do
+        assert_code(device.cli("install", "-s", str(b3)), 0)
+    assert device.running_projects() == {"app1": ["running"]}
+
+
+async def test_downgrade_refused_then_forced(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, _ = e2e
+    v2 = await factory.release(2)
+    v3 = await factory.release(3)
+    with usb_drive(tmp_path) as drive:
+        b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
+        b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
+        assert_code(device.cli("install", "-s", str(b3)), 100)
+        await device.reboot()
+        assert_code(device.cli("run"), 0)
+
+        done = device.cli("install", "-s", str(b2))
+        assert_code(done, 102)
+        assert "--force" in done.stderr
+        # one line for the operator; the rest of stderr is the log
+        errors = [line for line in done.stderr.splitlines() if line.startswith("aklite-offline")]
+        assert len(errors) == 1
+        assert "older than the current version" in errors[0]
+        assert device.current()["Target"] == v3.name
+
+        assert_code(device.cli("install", "-s", str(b2), "--force"), 100)
+        await device.reboot()
+        assert_code(device.cli("run"), 0)
+    assert device.current()["Target"] == v2.name
+
+
+async def test_pending_install_blocks_another(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, _ = e2e
+    v2 = await factory.release(2)
+    v3 = await factory.release(3)
+    with usb_drive(tmp_path) as drive:
+        b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
+        b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
+        assert_code(device.cli("install", "-s", str(b2)), 100)
+        done = device.cli("install", "-s", str(b3))
+        assert_code(done, 30)
+        assert v2.name in done.stderr
+        # the pending install is untouched
+        await device.reboot()
+        assert_code(device.cli("run"), 0)
+    assert device.current()["Target"] == v2.name
+
+
+async def test_bootloader_rollback_keeps_old_target(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, systemd = e2e
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    v3 = await factory.release(3, apps={"app1": factory.app("app1", version=3)})
+    with usb_drive(tmp_path) as drive:
+        b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
+        b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
+        assert_code(device.cli("install", "-s", str(b2)), 100)
+        await device.reboot()
+        assert_code(device.cli("run"), 0)
+        assert_code(device.cli("install", "-s", str(b3)), 100)
+    # the bootloader gives up on the new deployment and boots the previous one
+    await device.reboot(position=1)
+    done = device.cli("run")
+    assert_code(done, 99)
+    current = device.current()
+    assert current["Target"] == v2.name
+    assert current["Ostree hash"] == v2.commit
+    assert device.running_projects() == {"app1": ["running"]}
+    failed = [i for i in device.installs() if i["target_name"] == v3.name]
+    assert failed[-1]["state"] == "failed"
+    assert failed[-1]["result_code"] == 99
+    assert 'TARGET_NAME="' + v2.name in device.current_target_file.read_text()
+    assert aklite_jobs(systemd)[-1] == "StartUnit"
+
+
+async def test_app_failure_rolls_back_to_previous_target(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, _ = e2e
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    v3 = await factory.release(3, apps={"app1": factory.app("app1", version=3, failing=True)})
+    with usb_drive(tmp_path) as drive:
+        b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
+        b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
+        assert_code(device.cli("install", "-s", str(b2)), 100)
+        await device.reboot()
+        assert_code(device.cli("run"), 0)
+        assert_code(device.cli("install", "-s", str(b3)), 100)
+    await device.reboot()
+    done = device.cli("run")
+    # the new rootfs booted but its app exits 1: the previous target is deployed again
+    assert_code(done, 100)
+    assert "exit" in done.stdout or "status 1" in done.stdout
+    await device.reboot()
+    assert_code(device.cli("run"), 0)
+    current = device.current()
+    assert current["Target"] == v2.name
+    assert current["Ostree hash"] == v2.commit
+    assert device.running_projects() == {"app1": ["running"]}
+    failed = [i for i in device.installs() if i["target_name"] == v3.name][-1]
+    assert failed["state"] == "failed"
+
+
+async def test_no_rollback_target_is_120(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, _ = e2e
+    # The device cannot tell what it booted (no ostree= argument): no target to go back to.
+    device.sim.kernel_cmdline.write_text("console=ttyS0,115200\n")
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2, failing=True)})
+    with usb_drive(tmp_path) as drive:
+        b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
+        assert_code(device.cli("install", "-s", str(b2)), 100)
+    await device.reboot()
+    done = device.cli("run")
+    assert_code(done, 120)
+    assert "no previous target" in done.stderr
+
+
+async def test_nothing_pending_is_40(e2e: E2E) -> None:
+    device, _, _ = e2e
+    done = device.cli("run")
+    assert_code(done, 40)
