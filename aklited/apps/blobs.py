@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from aklited.errors import AppsError
+from aklited.fsutil import fsync_dir
 from aklited.status import StatusCode
 
 CHUNK = 1024 * 1024
@@ -180,28 +181,3 @@ def _hash_stream(f: io.BufferedReader, blob: Blob, *, what: str, sink: BinaryIO 
         raise AppsError(f"{what}: blob {blob.hex[:12]} is {seen} bytes, {blob.size} declared")
     if digest.hexdigest() != blob.hex:
         raise AppsError(f"{what}: blob {blob.hex[:12]} content does not match its sha256 digest")
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp name, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{secrets.token_hex(4)}")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(path)
-        fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()

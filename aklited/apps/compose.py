@@ -27,6 +27,7 @@ from aklited.apps.proc import Completed
 from aklited.apps.store import CONFIG_HASH_LABEL
 from aklited.apps.tarsafe import COMPOSE_FILE, extract_bundle
 from aklited.errors import AppsError
+from aklited.fsutil import atomic_write, fsync_dir
 from aklited.status import StatusCode
 
 log = structlog.get_logger(__name__)
@@ -122,11 +123,11 @@ class ComposeProjects:
                 # The store may have changed since the app was verified: check the bundle again.
                 blobstore.verify_blob_file(self._store, app.bundle, what=f"app {app.name} bundle")
                 extract_bundle(archive, fresh, what=f"app {app.name} compose bundle")
-                blobstore.write_file_atomic(fresh / OVERRIDE_FILE, render_override(app))
+                atomic_write(fresh / OVERRIDE_FILE, render_override(app))
                 if final.exists():
                     final.rename(old)
                 fresh.rename(final)
-                blobstore.fsync_dir(self._root)
+                fsync_dir(self._root)
             finally:
                 shutil.rmtree(fresh, ignore_errors=True)
                 shutil.rmtree(old, ignore_errors=True)

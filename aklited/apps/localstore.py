@@ -23,6 +23,7 @@ from aklited.apps.blobs import Blob
 from aklited.apps.model import App
 from aklited.apps.store import app_dir
 from aklited.errors import AppsError
+from aklited.fsutil import atomic_write
 from aklited.status import StatusCode
 
 log = structlog.get_logger(__name__)
@@ -114,8 +115,8 @@ class LocalStore:
         for image in app.images:
             index = {"schemaVersion": 2, "manifests": [_descriptor(image.manifest)]}
             path = directory / "images" / image.locator / image.root.hex / "index.json"
-            blobstore.write_file_atomic(path, json.dumps(index).encode())
-        blobstore.write_file_atomic(directory / "uri", app.uri.encode())
+            atomic_write(path, json.dumps(index).encode())
+        atomic_write(directory / "uri", app.uri.encode())
 
     async def image_tags(self, stored: StoredApp) -> tuple[str, ...]:
         """The engine tags of the images an app version in the store loaded."""

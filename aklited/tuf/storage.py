@@ -12,12 +12,10 @@ journal (:class:`aklited.store.Store`) provides too. Two small implementations l
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from aklited.fsutil import atomic_write, fsync_dir
 from aklited.tuf.errors import io_error
 from aklited.tuf.source import DEFAULT_LIMITS, read_bounded
 
@@ -68,18 +66,7 @@ class DirectoryTrustStore:
         del version  # one file per role: the version is inside it
         path = self._path(role)
         try:
-            fd, temp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{role}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as stream:
-                    stream.write(data)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                Path(temp_name).replace(path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    Path(temp_name).unlink()
-                raise
-            _fsync_directory(self.directory)
+            atomic_write(path, data)
         except OSError as e:
             raise io_error(str(path), e) from e
 
@@ -88,17 +75,9 @@ class DirectoryTrustStore:
         path = self._path(role)
         try:
             path.unlink(missing_ok=True)
-            _fsync_directory(self.directory)
+            fsync_dir(self.directory)
         except OSError as e:
             raise io_error(str(path), e) from e
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class OverlayTrustStore:
