@@ -320,6 +320,15 @@ class Engine:
         pending = await self._recover()
         if pending is not None:
             return self._pending_outcome(pending, src_dir, target_name)
+        try:
+            return await self._install_new(src_dir, target_name, force=force)
+        except AkliteError:
+            # Nothing of ours is pending: aktualizr-lite must not stay stopped (an install
+            # abandoned above, or this one, may have stopped it).
+            await self._restart_aklite_if_it_ran()
+            raise
+
+    async def _install_new(self, src_dir: Path, target_name: str | None, *, force: bool) -> Outcome:
         current = await self._current_record(create=True)
         await self._record(None, Phase.VERIFYING, src_dir=str(src_dir))
         target = await self._trust.select(
@@ -359,7 +368,6 @@ class Engine:
             )
         except AkliteError as e:
             await self._finish(install, Phase.FAILED, e.code, str(e))
-            await self._restart_aklite_if_it_ran()
             raise
 
     async def _install_steps(

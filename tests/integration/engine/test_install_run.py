@@ -195,3 +195,28 @@ async def test_nothing_pending_is_40(e2e: E2E) -> None:
     device, _, _ = e2e
     done = device.cli("run")
     assert_code(done, 40)
+
+
+async def test_tampered_bundle_after_interrupted_install_leaves_device_as_it_was(
+    e2e: E2E, tmp_path: Path
+) -> None:
+    device, factory, systemd = e2e
+    v2 = await factory.release(2)
+    good = await factory.write_bundle(tmp_path / "bundles/good", [v2])
+    # an install killed while pulling: aktualizr-lite was stopped, nothing deployed
+    assert device.cli("install", "-s", str(good), crash_at="pulling").returncode == -9
+    assert aklite_jobs(systemd) == ["StopUnit"]
+
+    # newer metadata, tampered: the device must not trust it
+    bad = await factory.write_bundle(tmp_path / "bundles/bad", [v2])
+    targets = bad / "tuf/targets.json"
+    targets.write_bytes(targets.read_bytes().replace(v2.commit.encode(), b"f" * 64))
+    done = device.cli("install", "-s", str(bad))
+    assert_code(done, 11)
+    assert "targets.json" in done.stderr
+    # the interrupted install is abandoned and aktualizr-lite runs again
+    assert aklite_jobs(systemd) == ["StopUnit", "StartUnit"]
+    assert_code(device.cli("run"), 40)
+    assert device.current()["Ostree hash"] == device.sim.initial_commit
+    states = [i["state"] for i in device.installs()]
+    assert states == ["current", "abandoned"]
