@@ -304,7 +304,7 @@ class Engine:
         """
         started = time.monotonic()
         with UpdateLock(self._settings.lock_path):
-            before = await self._db(self._store.current_install)
+            before = await self._current_record(create=True)
             try:
                 src = await asyncio.to_thread(src_dir.resolve)
                 outcome = await self._install_locked(src, target_name, force=force)

@@ -37,6 +37,11 @@ async def test_rootfs_and_apps_update_then_finalize(e2e: E2E, tmp_path: Path) ->
     # the drive is gone: everything the update needs is on the device now
     assert_code(done, 100)
     assert "reboot" in done.stdout
+    # one summary line: what, from where, to what, the result and how long it took
+    summary = [line for line in done.stderr.splitlines() if "install finished" in line]
+    assert len(summary) == 1
+    for field in (f"target={v2.name}", "from_target=initial-target", "result=100", "duration_s="):
+        assert field in summary[0], summary[0]
     assert any(c.startswith('StopUnit "aktualizr-lite.service"') for c in systemd.calls())
     assert device.sentinel.exists()
 
@@ -46,6 +51,8 @@ async def test_rootfs_and_apps_update_then_finalize(e2e: E2E, tmp_path: Path) ->
     await device.reboot()
     done = device.cli("run")
     assert_code(done, 0)
+    assert "run finished" in done.stderr
+    assert "result=0" in done.stderr
     current = device.current()
     assert current["Target"] == v2.name
     assert current["Version"] == "2"
