@@ -18,12 +18,8 @@ in :mod:`aklited.ports`.
 from __future__ import annotations
 
 import asyncio
-import enum
-import os
-import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +28,18 @@ import structlog
 from aklited.current_target import write_current_target
 from aklited.errors import AkliteError, AppsError
 from aklited.lock import UpdateLock
+from aklited.phases import (
+    AKLITE_UNIT,
+    AKLITED_WAS_RUNNING_KEY,
+    IN_FLIGHT,
+    INITIAL_TARGET,
+    PENDING,
+    CurrentInfo,
+    EngineSettings,
+    Outcome,
+    Phase,
+    crash_hook,
+)
 from aklited.ports import (
     AppsPort,
     CurrentTarget,
@@ -49,79 +57,15 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-AKLITE_UNIT = "aktualizr-lite.service"
-AKLITED_WAS_RUNNING_KEY = "aktualizr-lite-was-running"
-INITIAL_TARGET = "initial-target"
-# Names a journal transition at which the process kills itself: the crash tests use it to
-# stop the engine at every step in turn. Never set on a device.
-CRASH_HOOK_ENV = "AKLITED_CRASH_AT"
-
-
-class Phase(enum.StrEnum):
-    """An install's state in the journal."""
-
-    VERIFYING = "verifying"  # before the install exists: the bundle is being verified
-    INITIAL = "initial-target"  # the factory image, recorded before the first update
-    STARTED = "started"
-    STOPPING_AKLITE = "stopping-aktualizr-lite"
-    PULLING = "pulling"
-    STAGING_APPS = "staging-apps"
-    DEPLOYING = "deploying"
-    AWAITING_REBOOT = "awaiting-reboot"
-    AWAITING_DOCKER_RESTART = "awaiting-docker-restart"
-    FINALIZING = "finalizing"
-    ROLLING_BACK = "rolling-back"
-    AWAITING_ROLLBACK_REBOOT = "awaiting-rollback-reboot"
-    FINALIZING_ROLLBACK = "finalizing-rollback"
-    # terminal
-    CURRENT = "current"
-    FAILED = "failed"
-    ABANDONED = "abandoned"
-
-
-IN_FLIGHT = frozenset(
-    {Phase.STARTED, Phase.STOPPING_AKLITE, Phase.PULLING, Phase.STAGING_APPS, Phase.DEPLOYING}
-)
-PENDING = frozenset(
-    {
-        Phase.AWAITING_REBOOT,
-        Phase.AWAITING_DOCKER_RESTART,
-        Phase.FINALIZING,
-        Phase.ROLLING_BACK,
-        Phase.AWAITING_ROLLBACK_REBOOT,
-        Phase.FINALIZING_ROLLBACK,
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    lock_path: Path
-    reboot_sentinel: Path  # exists from deployment until the reboot (lives on a tmpfs)
-    current_target_path: Path
-    aklite_unit: str = AKLITE_UNIT
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    code: StatusCode
-    message: str
-    target: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentInfo:
-    name: str
-    version: int
-    ostree_hash: str
-    apps: Mapping[str, str]  # name -> uri
-    app_states: Mapping[str, str]  # name -> "running" | "not running" | ...
-    booted_commit: str | None
-
-
-def _crash_hook(phase: Phase) -> None:
-    if os.environ.get(CRASH_HOOK_ENV) == str(phase):
-        os.kill(os.getpid(), signal.SIGKILL)
+__all__ = [
+    "AKLITE_UNIT",
+    "INITIAL_TARGET",
+    "CurrentInfo",
+    "Engine",
+    "EngineSettings",
+    "Outcome",
+    "Phase",
+]
 
 
 class Engine:
@@ -156,7 +100,7 @@ class Engine:
         await self._db(self._store.record, install_id, str(phase), **detail)
         log.info("transition", state=str(phase), install=install_id, **detail)
         self._observer.on_state(str(phase), detail)
-        _crash_hook(phase)
+        crash_hook(phase)
 
     async def _finish(
         self,
@@ -177,7 +121,7 @@ class Engine:
         )
         log.info("transition", state=str(phase), install=install.id, code=int(code))
         self._observer.on_state(str(phase), {"code": int(code), "message": message})
-        _crash_hook(phase)
+        crash_hook(phase)
 
     async def _step(
         self, install: InstallRecord, phase: Phase, action: Awaitable[T], **detail: Any
@@ -361,7 +305,7 @@ class Engine:
             state=str(Phase.STARTED),
         )
         self._observer.on_state(str(Phase.STARTED), {"target": target.name})
-        _crash_hook(Phase.STARTED)
+        crash_hook(Phase.STARTED)
         try:
             return await self._install_steps(
                 install, target, src_dir, rootfs_changes=rootfs_changes

@@ -26,19 +26,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from aklited.apps import ComposeApps  # noqa: E402
-from aklited.apps.builder import (  # noqa: E402
+from aklited.apps import ComposeApps
+from aklited.apps.builder import (
     AppStoreBuilder,
     BuiltLayer,
     ServiceSpec,
     busybox_rootfs_tar,
     data_layer_tar,
 )
-from aklited.apps.loader import write_docker_save_tar  # noqa: E402
-from tests.helpers.dockerd import Dockerd, start_dockerd  # noqa: E402
+from aklited.apps.loader import write_docker_save_tar
+from aklited.sim.dockerd import Dockerd, start_dockerd
 
 
 def build_store(work: Path, *, images: int, layer_mib: int) -> dict[str, str]:

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -28,10 +27,7 @@ import structlog
 
 from aklited import sim
 from aklited.sim import SimDevice
-
-# Run as a plain script: make the checkout importable for tests.helpers.loopfs.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.helpers.loopfs import loop_ext4
+from aklited.sim.loopfs import loop_ext4
 
 BIG_FILES, BIG_SIZE = 190, 1024 * 1024
 SMALL_FILES, SMALL_SIZE = 1000, 10 * 1024

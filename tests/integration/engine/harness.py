@@ -23,9 +23,9 @@ from pathlib import Path
 from aklited.apps.builder import AppStoreBuilder, BuiltLayer, ServiceSpec, busybox_rootfs_tar
 from aklited.bundlemaker.build import BundleOptions, TargetSpec, create_bundle
 from aklited.bundlemaker.signing import Keyring
+from aklited.sim.dockerd import Dockerd
+from aklited.sim.loopfs import LoopFs, loop_ext4
 from aklited.sim.sysroot import SimDevice, commit_tree, make_device, make_tree, reboot
-from tests.helpers.dockerd import Dockerd
-from tests.helpers.loopfs import LoopFs, loop_ext4
 
 HWID = "intel-corei7-64"
 TAG = "main"

@@ -9,7 +9,7 @@ import pytest
 
 from aklited import sim
 from aklited.sim import SimDevice
-from tests.helpers.loopfs import LoopFs, loop_ext4
+from aklited.sim.loopfs import LoopFs, loop_ext4
 from tests.integration.ostree.support import BundleRepo
 
 

@@ -12,8 +12,8 @@ from aklited import sim
 from aklited.errors import OstreeError
 from aklited.ostree_repo import commit_path
 from aklited.sim import SimDevice
+from aklited.sim.loopfs import loop_ext4
 from aklited.status import StatusCode
-from tests.helpers.loopfs import loop_ext4
 from tests.integration.ostree.support import BundleRepo, requirements
 
 pytestmark = requirements

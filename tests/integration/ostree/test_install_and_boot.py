@@ -12,8 +12,8 @@ from aklited.errors import OstreeError
 from aklited.ostree import OstreeSysroot
 from aklited.ostree_status import deployment_dir
 from aklited.sim import SimDevice
+from aklited.sim.loopfs import LoopFs
 from aklited.status import StatusCode
-from tests.helpers.loopfs import LoopFs
 from tests.integration.ostree.support import BundleRepo, requirements
 
 pytestmark = requirements
