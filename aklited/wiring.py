@@ -140,6 +140,25 @@ class ComposeAppsPort:
         }
 
 
+class NoApps:
+    """AppsPort of a device without Compose Apps (``pacman.type = "ostree"``)."""
+
+    async def stage(self, src_store: Path, apps: Mapping[str, str]) -> None:
+        return None
+
+    async def start(self, apps: Mapping[str, str]) -> None:
+        return None
+
+    async def in_place(self, apps: Mapping[str, str]) -> bool:
+        return True
+
+    async def retire(self, keep: Mapping[str, str]) -> None:
+        return None
+
+    async def states(self, apps: Mapping[str, str]) -> dict[str, str]:
+        return {}
+
+
 def engine_settings(config: Config) -> EngineSettings:
     return EngineSettings(
         lock_path=config.aklited.lock_path,
@@ -180,7 +199,7 @@ async def build_engine(
                     kernel_cmdline=config.aklited.kernel_cmdline,
                 )
             ),
-            apps=ComposeAppsPort(apps),
+            apps=ComposeAppsPort(apps) if config.pacman.type != "ostree" else NoApps(),
             services=manager,
             settings=engine_settings(config),
             observer=observer,

@@ -227,3 +227,21 @@ async def test_tampered_bundle_after_interrupted_install_leaves_device_as_it_was
     assert device.current()["Ostree hash"] == device.sim.initial_commit
     states = [i["state"] for i in device.installs()]
     assert states == ["current", "abandoned"]
+
+
+async def test_rootfs_only_device_needs_no_docker(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, _ = e2e
+    sota = device.config_dir / "sota.toml"
+    text = sota.read_text().replace('type = "ostree+compose_apps"', 'type = "ostree"')
+    text = text.replace("docker_host = ", 'docker_host = "unix:///nonexistent.sock"\n# was: ')
+    sota.write_text(text)
+    # apps in the target are ignored by a device that runs none
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    bundle = await factory.write_bundle(tmp_path / "bundles/v2", [v2])
+    assert_code(device.cli("install", "-s", str(bundle)), 100)
+    await device.reboot()
+    assert_code(device.cli("run"), 0)
+    current = device.current()
+    assert current["Target"] == v2.name
+    assert current["Apps"] == "none"
+    assert device.running_projects() == {}
