@@ -171,14 +171,29 @@ class Device:
             check=False,
         )
 
-    def start_cli(self, *args: str) -> subprocess.Popen[str]:
+    def start_cli(self, *args: str, cgroup: Path | None = None) -> subprocess.Popen[str]:
+        """Start ``aklite-offline`` in the background, optionally inside a (v1) cgroup."""
+
+        def enter_cgroup() -> None:
+            if cgroup is not None:
+                (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
         return subprocess.Popen(
             [sys.executable, "-m", "aklited.cli.offline", "-c", str(self.config_dir), *args],
             env=self.env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=enter_cgroup,  # noqa: PLW1509 - the child only writes its pid
         )
+
+    async def update_to(self, bundle: Path) -> None:
+        """A whole successful update: install (100), reboot, run (0)."""
+        done = self.cli("install", "-s", str(bundle))
+        assert done.returncode == 100, (done.stdout, done.stderr)
+        await self.reboot()
+        done = self.cli("run")
+        assert done.returncode == 0, (done.stdout, done.stderr)
 
     async def reboot(self, *, position: int = 0) -> None:
         """Power-cycle: the tmpfs sentinel is gone and the bootloader starts a deployment."""

@@ -79,9 +79,7 @@ async def test_kill_points_cover_every_transition(e2e: E2E, tmp_path: Path) -> N
     """The lists above are exactly what a clean update and a clean rollback journal."""
     device, factory, _ = e2e
     _, _, b2, b3 = await setup_two_releases(device, factory, tmp_path, failing_v3=True)
-    assert code(device.cli("install", "-s", str(b2))) == 100
-    await device.reboot()
-    assert code(device.cli("run")) == 0
+    await device.update_to(b2)
     clean = device.journal_states()
     assert code(device.cli("install", "-s", str(b3))) == 100
     await device.reboot()
@@ -106,9 +104,7 @@ async def test_install_killed(e2e: E2E, tmp_path: Path, point: str) -> None:
     v2, _, b2, _ = await setup_two_releases(device, factory, tmp_path, failing_v3=False)
     assert killed(device.cli("install", "-s", str(b2), crash_at=point))
     # a new install settles what the killed one left and ends ready for the reboot
-    assert code(device.cli("install", "-s", str(b2))) == 100
-    await device.reboot()
-    assert code(device.cli("run")) == 0
+    await device.update_to(b2)
     assert_consistent(device, v2, systemd)
 
 
@@ -128,9 +124,7 @@ async def test_run_killed(e2e: E2E, tmp_path: Path, point: str) -> None:
 async def test_rollback_killed(e2e: E2E, tmp_path: Path, point: str) -> None:
     device, factory, systemd = e2e
     v2, v3, b2, b3 = await setup_two_releases(device, factory, tmp_path, failing_v3=True)
-    assert code(device.cli("install", "-s", str(b2))) == 100
-    await device.reboot()
-    assert code(device.cli("run")) == 0
+    await device.update_to(b2)
     assert code(device.cli("install", "-s", str(b3))) == 100
     await device.reboot()
     killed_in_first_run = killed(device.cli("run", crash_at=point))

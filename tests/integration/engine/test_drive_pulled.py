@@ -8,6 +8,8 @@ import os
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,29 @@ def yank(mountpoint: Path) -> None:
         fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
     finally:
         os.close(fd)
+
+
+BLKIO = Path("/sys/fs/cgroup/blkio")
+# The simulated drive reads at a USB-stick pace, so the pull is surely under way when the
+# drive goes: without it, a fast machine may finish the copy first.
+DRIVE_BYTES_PER_S = 16 * 1024 * 1024
+
+
+@contextmanager
+def slow_reads_from(device: str) -> Iterator[Path]:
+    """A blkio cgroup whose members read ``device`` at DRIVE_BYTES_PER_S at most."""
+    if not (BLKIO / "blkio.throttle.read_bps_device").exists():
+        pytest.skip("the blkio cgroup controller (v1) is needed to slow the drive down")
+    rdev = os.stat(device).st_rdev
+    group = BLKIO / f"aklited-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "blkio.throttle.read_bps_device").write_text(
+            f"{os.major(rdev)}:{os.minor(rdev)} {DRIVE_BYTES_PER_S}"
+        )
+        yield group
+    finally:
+        group.rmdir()
 
 
 def drop_caches() -> None:
@@ -56,15 +81,16 @@ async def test_drive_pulled_mid_pull(
     with usb_drive(tmp_path / "bad", size_mib=384) as drive:
         bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
         drop_caches()
-        proc = device.start_cli("install", "-s", str(bundle))
-        try:
-            wait_for_state(device, proc, "pulling")
-            yank(drive.mountpoint)
-            stdout, stderr = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        with slow_reads_from(drive.device) as group:
+            proc = device.start_cli("install", "-s", str(bundle), cgroup=group)
+            try:
+                wait_for_state(device, proc, "pulling")
+                yank(drive.mountpoint)
+                stdout, stderr = proc.communicate(timeout=300)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
         # the context manager unmounts and detaches the dead drive
     assert proc.returncode == 50, (stdout, stderr)
     assert "aklite-offline: " in stderr

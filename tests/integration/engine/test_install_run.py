@@ -74,9 +74,7 @@ async def test_apps_only_update_then_already_installed(e2e: E2E, tmp_path: Path)
     with usb_drive(tmp_path) as drive:
         b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
         b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
-        assert_code(device.cli("install", "-s", str(b2)), 100)
-        await device.reboot()
-        assert_code(device.cli("run"), 0)
+        await device.update_to(b2)
 
         done = device.cli("install", "-s", str(b3))
         assert_code(done, 101)
@@ -96,9 +94,7 @@ async def test_downgrade_refused_then_forced(e2e: E2E, tmp_path: Path) -> None:
     with usb_drive(tmp_path) as drive:
         b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
         b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
-        assert_code(device.cli("install", "-s", str(b3)), 100)
-        await device.reboot()
-        assert_code(device.cli("run"), 0)
+        await device.update_to(b3)
 
         done = device.cli("install", "-s", str(b2))
         assert_code(done, 102)
@@ -139,9 +135,7 @@ async def test_bootloader_rollback_keeps_old_target(e2e: E2E, tmp_path: Path) ->
     with usb_drive(tmp_path) as drive:
         b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
         b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
-        assert_code(device.cli("install", "-s", str(b2)), 100)
-        await device.reboot()
-        assert_code(device.cli("run"), 0)
+        await device.update_to(b2)
         assert_code(device.cli("install", "-s", str(b3)), 100)
     # the bootloader gives up on the new deployment and boots the previous one
     await device.reboot(position=1)
@@ -165,9 +159,7 @@ async def test_app_failure_rolls_back_to_previous_target(e2e: E2E, tmp_path: Pat
     with usb_drive(tmp_path) as drive:
         b2 = await factory.write_bundle(drive.mountpoint / "v2", [v2])
         b3 = await factory.write_bundle(drive.mountpoint / "v3", [v3])
-        assert_code(device.cli("install", "-s", str(b2)), 100)
-        await device.reboot()
-        assert_code(device.cli("run"), 0)
+        await device.update_to(b2)
         assert_code(device.cli("install", "-s", str(b3)), 100)
     await device.reboot()
     done = device.cli("run")
@@ -238,9 +230,7 @@ async def test_rootfs_only_device_needs_no_docker(e2e: E2E, tmp_path: Path) -> N
     # apps in the target are ignored by a device that runs none
     v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
     bundle = await factory.write_bundle(tmp_path / "bundles/v2", [v2])
-    assert_code(device.cli("install", "-s", str(bundle)), 100)
-    await device.reboot()
-    assert_code(device.cli("run"), 0)
+    await device.update_to(bundle)
     current = device.current()
     assert current["Target"] == v2.name
     assert current["Apps"] == "none"
