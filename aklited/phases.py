@@ -90,3 +90,13 @@ def crash_hook(phase: Phase) -> None:
     """Kill this process at ``phase`` when the crash tests ask for it."""
     if os.environ.get(CRASH_HOOK_ENV) == str(phase):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def downgrade_guard(name: str | None, version: int | None) -> tuple[int | None, str | None]:
+    """The ``(current_version, current_name)`` target selection guards against downgrades.
+
+    The target the device booted before any offline update has no version to guard.
+    """
+    if name is None or name == INITIAL_TARGET:
+        return None, None
+    return version, name

@@ -16,9 +16,10 @@ from pathlib import Path
 from aklited.apps.adapter import ComposeApps
 from aklited.bundle import DeviceFacts, select_target, verify_bundle
 from aklited.config import Config
-from aklited.engine import INITIAL_TARGET, Engine, EngineSettings
+from aklited.engine import Engine, EngineSettings
 from aklited.errors import AppsError
 from aklited.ostree import OstreeSysroot
+from aklited.phases import downgrade_guard
 from aklited.ports import CurrentTarget, EngineObserver, TargetSpec
 from aklited.store import Store
 from aklited.systemd import ServiceManager, connect_systemd
@@ -46,14 +47,15 @@ class BundleTrust:
             device=self._device,
             provisioned_roots=self._provisioned_roots,
         )
-        # The target the device booted before any offline update has no version to guard.
-        known = current is not None and current.name != INITIAL_TARGET
+        current_version, current_name = downgrade_guard(
+            current.name if current else None, current.version if current else None
+        )
         selected = await select_target(
             bundle,
             self._device,
             target_name=target_name,
-            current_version=current.version if known and current else None,
-            current_name=current.name if known and current else None,
+            current_version=current_version,
+            current_name=current_name,
             force=force,
         )
         return TargetSpec(

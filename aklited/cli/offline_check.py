@@ -12,8 +12,8 @@ from pathlib import Path
 
 from aklited.bundle import DeviceFacts, SelectedTarget, select_target, verify_bundle
 from aklited.config import Config
-from aklited.engine import INITIAL_TARGET
 from aklited.errors import AkliteError
+from aklited.phases import INITIAL_TARGET, downgrade_guard
 from aklited.status import StatusCode
 from aklited.store import InstallRecord, Store
 from aklited.tuf.storage import OverlayTrustStore
@@ -39,13 +39,11 @@ async def check(config: Config, src_dir: Path) -> int:
             provisioned_roots=config.storage.uptane_metadata_path / config.aklited.device_type,
         )
         current = await asyncio.to_thread(store.current_install) if store else None
-        # The target the device booted before any offline update has no version to guard.
-        known = current if current and current.target_name != INITIAL_TARGET else None
+        current_version, current_name = downgrade_guard(
+            current.target_name if current else None, current.version if current else None
+        )
         selected = await select_target(
-            bundle,
-            device,
-            current_version=known.version if known else None,
-            current_name=known.target_name if known else None,
+            bundle, device, current_version=current_version, current_name=current_name
         )
     except AkliteError as e:
         print(f"error: {e.message}", file=sys.stderr)
