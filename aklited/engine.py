@@ -21,12 +21,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 
 from aklited.current_target import write_current_target
-from aklited.errors import AkliteError, AppsError
+from aklited.errors import AkliteError, AppsError, InternalError
 from aklited.lock import UpdateLock
 from aklited.phases import (
     AKLITE_UNIT,
@@ -66,6 +66,20 @@ __all__ = [
     "Outcome",
     "Phase",
 ]
+
+
+def _expected(error: Exception) -> AkliteError:
+    """Every failure as an AkliteError: a foreign one is logged with its traceback (debug)."""
+    wrapped = InternalError.wrap(error)
+    if wrapped is not error:
+        log.debug("unexpected failure", exc_info=error)
+    return wrapped
+
+
+def _reraise(err: AkliteError, original: Exception) -> NoReturn:
+    if err is original:
+        raise err
+    raise err from original
 
 
 class Engine:
@@ -130,11 +144,16 @@ class Engine:
         await self._record(install.id, phase, **detail)
         try:
             return await action
-        except AkliteError as e:
+        except Exception as e:
+            err = _expected(e)
             await self._db(
-                self._store.record_failure, install.id, str(phase), code=int(e.code), error=str(e)
+                self._store.record_failure,
+                install.id,
+                str(phase),
+                code=int(err.code),
+                error=str(err),
             )
-            raise
+            _reraise(err, e)
 
     async def _latest(self) -> InstallRecord | None:
         return await self._db(self._store.latest_install)
@@ -252,9 +271,10 @@ class Engine:
             try:
                 src = await asyncio.to_thread(src_dir.resolve)
                 outcome = await self._install_locked(src, target_name, force=force)
-            except AkliteError as e:
-                self._summary("install", before, Outcome(e.code, str(e)), started)
-                raise
+            except Exception as e:
+                err = _expected(e)
+                self._summary("install", before, Outcome(err.code, str(err)), started)
+                _reraise(err, e)
             self._summary("install", before, outcome, started)
             return outcome
 
@@ -266,7 +286,7 @@ class Engine:
             return self._pending_outcome(pending, src_dir, target_name)
         try:
             return await self._install_new(src_dir, target_name, force=force)
-        except AkliteError:
+        except Exception:
             # Nothing of ours is pending: aktualizr-lite must not stay stopped (an install
             # abandoned above, or this one, may have stopped it).
             await self._restart_aklite_if_it_ran()
@@ -291,7 +311,10 @@ class Engine:
             and current.target_name == target.name
             and await self._apps.in_place(target.apps)
         ):
-            return Outcome(StatusCode.OK, f"{target.name} is already installed", target.name)
+            message = f"{target.name} is already installed"
+            if target.note:
+                message += f"; {target.note}"
+            return Outcome(StatusCode.OK, message, target.name)
 
         install = await self._db(
             self._store.begin_install,
@@ -310,9 +333,10 @@ class Engine:
             return await self._install_steps(
                 install, target, src_dir, rootfs_changes=rootfs_changes
             )
-        except AkliteError as e:
-            await self._finish(install, Phase.FAILED, e.code, str(e))
-            raise
+        except Exception as e:
+            err = _expected(e)
+            await self._finish(install, Phase.FAILED, err.code, str(err))
+            _reraise(err, e)
 
     async def _install_steps(
         self, install: InstallRecord, target: TargetSpec, src_dir: Path, *, rootfs_changes: bool
@@ -392,9 +416,10 @@ class Engine:
             before = await self._db(self._store.current_install)
             try:
                 outcome = await self._run_locked()
-            except AkliteError as e:
-                self._summary("run", before, Outcome(e.code, str(e)), started)
-                raise
+            except Exception as e:
+                err = _expected(e)
+                self._summary("run", before, Outcome(err.code, str(err)), started)
+                _reraise(err, e)
             self._summary("run", before, outcome, started)
             return outcome
 

@@ -57,3 +57,16 @@ class AppsError(AkliteError):
 
 class LockError(AkliteError):
     """Another aklite tool holds /var/lock/aklite.lock."""
+
+
+class InternalError(AkliteError):
+    """A failure nothing anticipated (a bug, or a resource exhausted): exit 1, one line."""
+
+    @classmethod
+    def wrap(cls, error: BaseException) -> AkliteError:
+        """``error`` itself when it is expected, else an InternalError describing it."""
+        if isinstance(error, AkliteError):
+            return error
+        detail = " ".join(str(error).split())[:500]
+        name = type(error).__name__
+        return cls(f"unexpected failure: {name}: {detail}" if detail else f"unexpected {name}")

@@ -29,7 +29,14 @@ from pathlib import Path
 
 import structlog
 
-from aklited import ostree_repo, ostree_space, ostree_status, ostree_walk
+from aklited import (
+    drivefs,
+    ostree_content,
+    ostree_repo,
+    ostree_space,
+    ostree_status,
+    ostree_walk,
+)
 from aklited.errors import OstreeError
 from aklited.ostree_cli import ProgressCallback, PullProgress, run_ostree
 from aklited.ostree_space import SpaceEstimate
@@ -217,35 +224,8 @@ class OstreeSysroot:
         """
         _check_commit_name(commit)
         await self._require_sysroot()
-        try:
-            listing = await asyncio.to_thread(
-                ostree_walk.walk_missing, source_repo, commit, self.repo
-            )
-        except ostree_walk.MissingObjectError as e:
-            raise OstreeError(
-                f"the bundle repo {source_repo} is incomplete: commit {commit} needs "
-                f"{e.path.relative_to(source_repo)}, which is missing",
-                code=StatusCode.DOWNLOAD_FAILED,
-            ) from e
-        except (ValueError, OSError) as e:
-            # An object this reader does not understand: let ostree list the tree instead.
-            log.info("ostree object walk failed, listing the commit", commit=commit, reason=str(e))
-            listing = await self._list_commit(source_repo, commit)
+        listing = await _checked_listing(source_repo, commit, self.repo)
         return await asyncio.to_thread(ostree_space.estimate, self.repo, listing)
-
-    async def _list_commit(self, source_repo: Path, commit: str) -> ostree_space.TreeListing:
-        listing_text = await self._ostree(
-            [f"--repo={source_repo}", "ls", "-R", "-C", commit],
-            code=StatusCode.DOWNLOAD_FAILED,
-            what=f"reading commit {commit} in {source_repo}",
-        )
-        try:
-            return ostree_space.parse_tree_listing(listing_text)
-        except ValueError as e:
-            raise OstreeError(
-                f"cannot read commit {commit} in {source_repo}: {e}",
-                code=StatusCode.DOWNLOAD_FAILED,
-            ) from e
 
     async def pull(
         self,
@@ -276,8 +256,8 @@ class OstreeSysroot:
             log.info("ostree pull skipped: commit present", commit=commit)
             PullProgress(on_progress, total=1).report(1, f"commit {commit} already present")
             return PullResult(commit=commit, pulled=False)
-        # The walk behind the estimate also proves the commit parses and its tree is there.
-        await self._check_source(source_repo, commit)
+        # The walk behind the estimate is also the gate: it checks every object ostree will
+        # read from the drive (and hashes the commit and the tree) before ostree sees it.
         estimate = await self.estimate_space(source_repo=source_repo, commit=commit)
         log.info(
             "ostree space check",
@@ -309,19 +289,6 @@ class OstreeSysroot:
         await self._verify_commit(self.repo, commit, where="the sysroot repo")
         log.info("ostree pull done", commit=commit, objects=progress.imported)
         return PullResult(commit=commit, pulled=True, objects=progress.imported, estimate=estimate)
-
-    async def _check_source(self, source_repo: Path, commit: str) -> None:
-        if not await asyncio.to_thread((source_repo / "config").is_file):
-            raise OstreeError(
-                f"no OSTree repo in the bundle at {source_repo} (config missing)",
-                code=StatusCode.DOWNLOAD_FAILED,
-            )
-        if not await asyncio.to_thread(ostree_repo.has_commit, source_repo, commit):
-            raise OstreeError(
-                f"commit {commit} is missing or incomplete in the bundle repo {source_repo}",
-                code=StatusCode.DOWNLOAD_FAILED,
-            )
-        await self._verify_commit(source_repo, commit, where=f"the bundle repo {source_repo}")
 
     async def _verify_commit(
         self, repo: Path, commit: str, *, where: str, load: bool = False
@@ -479,6 +446,73 @@ class OstreeSysroot:
                 what=f"removing deployment {deployment.name} from {self.sysroot}",
             )
             log.info("ostree undeployed", deployment=deployment.name)
+
+
+async def _checked_listing(
+    source_repo: Path, commit: str, destination: Path
+) -> ostree_space.TreeListing:
+    """The bundle repo's commit, checked object by object (see :mod:`aklited.ostree_walk`).
+
+    Raises:
+        OstreeError: 50 when the bundle repo lacks the commit or an object of it, or the
+            drive cannot be read; 70 when an object is unsafe or does not match its name.
+    """
+    try:
+        return await asyncio.to_thread(ostree_walk.walk_missing, source_repo, commit, destination)
+    except _BUNDLE_ERRORS as e:
+        raise _refused(e, source_repo, commit) from e
+
+
+async def verify_bundle_commit(source_repo: Path, commit: str, *, boundary: Path) -> int:
+    """Check every byte of ``commit`` in a bundle repo, as an install would, writing nothing.
+
+    Returns:
+        How many file objects were hashed (0: not an ``archive`` repo, checked for safety
+        and presence only).
+
+    Raises:
+        OstreeError: as :func:`_checked_listing`.
+    """
+    _check_commit_name(commit)
+    try:
+        return await asyncio.to_thread(
+            ostree_content.verify_commit_content, source_repo, commit, boundary=boundary
+        )
+    except _BUNDLE_ERRORS as e:
+        raise _refused(e, source_repo, commit) from e
+
+
+_BUNDLE_ERRORS = (
+    ostree_walk.MissingObjectError,
+    ostree_walk.CorruptObjectError,
+    drivefs.DriveEntryError,
+)
+
+
+def _refused(error: Exception, source_repo: Path, commit: str) -> OstreeError:
+    """What the bundle-repo checks raise, as an outcome."""
+    if isinstance(error, ostree_walk.MissingObjectError):
+        if error.path.name == "config":
+            message = f"no OSTree repo in the bundle at {source_repo} (config missing)"
+        else:
+            message = (
+                f"the bundle repo {source_repo} is incomplete: commit {commit} needs "
+                f"{error.path.relative_to(source_repo)}, which is missing"
+            )
+        return OstreeError(message, code=StatusCode.DOWNLOAD_FAILED)
+    if isinstance(error, drivefs.DriveIOError):
+        return OstreeError(
+            f"reading the bundle failed: {error}; check the drive",
+            code=StatusCode.DOWNLOAD_FAILED,
+        )
+    if isinstance(error, drivefs.DriveEntryError):
+        return OstreeError(
+            f"the bundle repo is refused: {error}", code=StatusCode.VERIFICATION_FAILED
+        )
+    return OstreeError(
+        f"commit {commit} in the bundle failed verification: {error}",
+        code=StatusCode.VERIFICATION_FAILED,
+    )
 
 
 def _check_commit_name(commit: str) -> None:

@@ -1,10 +1,16 @@
-"""Walk a commit's tree straight from a repo's object files, for the space estimate.
+"""Walk a commit's tree straight from a bundle repo's object files: the gate before ostree.
 
-``ostree ls -R -C`` reads the header of every file object of a commit; on a cold USB drive
-that is one small random read per file. Walking the dirtree objects ourselves costs one
-read per directory, and only the objects the sysroot repo lacks need a size: free for
-``bare*`` repos (the file size) and one header read for ``archive`` repos, done in
-parallel. All blocking; run it in a thread.
+Everything ``ostree pull-local`` will open in the bundle repo is checked here first, through
+:class:`~aklited.drivefs.BundleFiles`, so ostree never meets a FIFO, a device or a link out
+of the bundle: the repo's directories and ``config``, the commit (hashed against its name),
+its detached metadata, every dirtree and dirmeta of its tree (hashed against their names,
+so a parse failure is the object's fault), and every file object the sysroot repo lacks
+(a regular file; a symlink too in a ``bare`` repo, which ostree reads with ``readlink``).
+
+The same walk feeds the space estimate. ``ostree ls -R -C`` would read the header of every
+file object; walking the dirtree objects costs one read per directory, and only the objects
+the sysroot repo lacks need a size: free for ``bare*`` repos (the file size) and one header
+read for ``archive`` repos, done in parallel. All blocking; run it in a thread.
 
 Objects are GVariant-serialised (little-endian framing offsets): a commit is
 ``(a{sv}aya(say)sstayay)``, a dirtree ``(a(say)a(sayay))``. An archive file object starts
@@ -15,17 +21,31 @@ with a 4-byte big-endian header length and 4 bytes of padding, then the header v
 from __future__ import annotations
 
 import configparser
+import hashlib
 import os
 import re
+import stat
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from aklited.ostree_repo import commit_path, object_path
+from aklited.drivefs import BundleFiles, MissingEntryError, UnsafeEntryError, describe_mode
+from aklited.ostree_repo import object_path
 from aklited.ostree_space import TreeListing
 
 _HEADER_READ = 64
 _READERS = 8
+# Bounds on what one metadata object may be (ostree's own limit is 128 MiB, far above what a
+# rootfs needs): a drive cannot make the walk read without end.
+_METADATA_LIMITS = {
+    "commit": 16 << 20,
+    "commitmeta": 16 << 20,
+    "dirtree": 32 << 20,
+    "dirmeta": 1 << 20,
+}
+_CONFIG_LIMIT = 64 << 10
+# Directories ostree opens in a repo it reads from.
+_REPO_DIRS = ("objects", "tmp", "tmp/cache", "state", "refs")
 _BOOT_FILE = re.compile(r"^/usr/lib/modules/[^/]+/(vmlinuz|initramfs\.img|dtb/.*)$")
 
 
@@ -37,7 +57,11 @@ class MissingObjectError(Exception):
         self.path = path
 
 
-def _offset_size(total: int) -> int:
+class CorruptObjectError(ValueError):
+    """An object does not hash to its name, or a verified object does not parse."""
+
+
+def offset_size(total: int) -> int:
     if total <= 0xFF:
         return 1
     if total <= 0xFFFF:
@@ -49,9 +73,9 @@ def _offset(data: bytes, at: int, size: int) -> int:
     return int.from_bytes(data[at : at + size], "little")
 
 
-def _frame_ends(data: bytes, count: int) -> tuple[list[int], int]:
+def frame_ends(data: bytes, count: int) -> tuple[list[int], int]:
     """The end offsets of a tuple's first ``count`` variable members, and the table start."""
-    size = _offset_size(len(data))
+    size = offset_size(len(data))
     table = len(data) - count * size
     if table < 0:
         raise ValueError("truncated variant")
@@ -65,7 +89,7 @@ def _array_items(data: bytes) -> list[bytes]:
     """The elements of an array of variable-size elements."""
     if not data:
         return []
-    size = _offset_size(len(data))
+    size = offset_size(len(data))
     table = _offset(data, len(data) - size, size)
     if table > len(data) or (len(data) - table) % size:
         raise ValueError("bad array framing")
@@ -96,7 +120,7 @@ def _checksum(data: bytes) -> str:
 
 def parse_commit_root(data: bytes) -> tuple[str, str]:
     """The root dirtree and dirmeta checksums of a serialised commit."""
-    ends, table = _frame_ends(data, 6)
+    ends, table = frame_ends(data, 6)
     tree_end = ends[5]
     if tree_end < 32 or table - tree_end != 32:
         raise ValueError("bad commit root checksums")
@@ -105,14 +129,14 @@ def parse_commit_root(data: bytes) -> tuple[str, str]:
 
 def parse_dirtree(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
     """Files ``(name, checksum)`` and dirs ``(name, tree, meta)`` of a serialised dirtree."""
-    ends, table = _frame_ends(data, 1)
+    ends, table = frame_ends(data, 1)
     files = []
     for item in _array_items(data[: ends[0]]):
-        (name_end,), item_table = _frame_ends(item, 1)
+        (name_end,), item_table = frame_ends(item, 1)
         files.append((_name(item[:name_end]), _checksum(item[name_end:item_table])))
     dirs = []
     for item in _array_items(data[ends[0] : table]):
-        (name_end, tree_end), item_table = _frame_ends(item, 2)
+        (name_end, tree_end), item_table = frame_ends(item, 2)
         dirs.append(
             (
                 _name(item[:name_end]),
@@ -123,45 +147,88 @@ def parse_dirtree(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, s
     return files, dirs
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as e:
-        raise MissingObjectError(path) from e
+def file_object(checksum: str, objtype: str) -> str:
+    """An object's path inside its repo."""
+    return f"objects/{checksum[:2]}/{checksum[2:]}.{objtype}"
 
 
-def _repo_mode(repo: Path) -> str:
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    parser.read(repo / "config", encoding="utf-8")
-    return parser.get("core", "mode", fallback="bare")
+class _SourceRepo:
+    """The bundle repo, read only through the confined reader."""
+
+    def __init__(self, files: BundleFiles) -> None:
+        self.files = files
+
+    def metadata(self, checksum: str, objtype: str) -> bytes:
+        """A metadata object's bytes, checked against its checksum."""
+        relative = file_object(checksum, objtype)
+        try:
+            data = self.files.read(relative, limit=_METADATA_LIMITS[objtype])
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path(relative)) from e
+        if hashlib.sha256(data).hexdigest() != checksum:
+            raise CorruptObjectError(
+                f"{self.files.name(relative)} does not match its checksum {checksum}"
+            )
+        return data
+
+    def mode(self) -> str:
+        try:
+            text = self.files.read("config", limit=_CONFIG_LIMIT).decode("utf-8")
+            parser = configparser.ConfigParser(interpolation=None, strict=False)
+            parser.read_string(text)
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path("config")) from e
+        except (UnicodeDecodeError, configparser.Error) as e:
+            raise CorruptObjectError(
+                f"{self.files.name('config')} is not an OSTree config: {e}"
+            ) from e
+        return parser.get("core", "mode", fallback="bare")
+
+    def check_layout(self, commit: str) -> None:
+        """The directories ostree opens, and the commit's side files, are what they claim."""
+        for directory in _REPO_DIRS:
+            self.files.is_dir(directory)
+        if self.files.exists(f"state/{commit}.commitpartial"):
+            raise MissingObjectError(self.files.path(f"state/{commit}.commitpartial"))
+        if self.files.exists(file_object(commit, "commitmeta")):
+            self.files.read(file_object(commit, "commitmeta"), limit=_METADATA_LIMITS["commitmeta"])
+
+    def archive_size(self, checksum: str) -> int:
+        relative = file_object(checksum, "filez")
+        try:
+            head = self.files.read_head(relative, _HEADER_READ)
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path(relative)) from e
+        if len(head) < 16:
+            raise CorruptObjectError(f"{self.files.name(relative)} is a truncated file object")
+        return int(struct.unpack_from(">Q", head, 8)[0])
+
+    def bare_size(self, checksum: str, *, links: bool) -> int:
+        relative = file_object(checksum, "file")
+        try:
+            info = self.files.lstat(relative)
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path(relative)) from e
+        if stat.S_ISREG(info.st_mode):
+            return info.st_size
+        if links and stat.S_ISLNK(info.st_mode):
+            return 0  # a symlink object of a bare repo: ostree reads it, never follows it
+        raise UnsafeEntryError(
+            self.files.name(relative), f"is {describe_mode(info.st_mode)}, not a file object"
+        )
 
 
-def _archive_size(path: Path) -> int:
-    try:
-        with path.open("rb") as f:
-            head = f.read(_HEADER_READ)
-    except FileNotFoundError as e:
-        raise MissingObjectError(path) from e
-    if len(head) < 16:
-        raise ValueError(f"truncated archive object {path}")
-    return int(struct.unpack_from(">Q", head, 8)[0])
-
-
-def _bare_size(path: Path) -> int:
-    try:
-        st = path.lstat()
-    except FileNotFoundError as e:
-        raise MissingObjectError(path) from e
-    return 0 if path.is_symlink() else st.st_size
-
-
-def walk_missing(source: Path, commit: str, destination: Path) -> TreeListing:
-    """What ``commit`` in ``source`` references that ``destination`` lacks.
+def walk_missing(
+    source: Path, commit: str, destination: Path, *, boundary: Path | None = None
+) -> TreeListing:
+    """Check everything ostree will read of ``commit`` in ``source`` and list what
+    ``destination`` lacks.
 
     Args:
         source: the bundle repo holding the commit.
         commit: the commit checksum.
         destination: the sysroot repo (``bare``).
+        boundary: the bundle root no path may leave (default: ``source``'s parent).
 
     Returns:
         A listing of the missing file objects with their sizes, all metadata objects of the
@@ -170,11 +237,32 @@ def walk_missing(source: Path, commit: str, destination: Path) -> TreeListing:
 
     Raises:
         MissingObjectError: the source lacks an object the commit needs.
-        ValueError: an object does not parse; the caller may fall back to ``ostree ls``.
+        CorruptObjectError: an object does not match its checksum or does not parse.
+        aklited.drivefs.DriveEntryError: an entry is unsafe (a link out of the bundle, a
+            FIFO, a device...), or the drive could not be read.
     """
-    root_tree, root_meta = parse_commit_root(_read(commit_path(source, commit)))
+    root = boundary if boundary is not None else source.parent
+    base = source.relative_to(root).as_posix()
+    with BundleFiles(root, base=base) as files:
+        return _walk(_SourceRepo(files), commit, destination)[0]
+
+
+def check_commit(files: BundleFiles, commit: str) -> tuple[TreeListing, str]:
+    """:func:`walk_missing` against an empty destination: every object of the commit is
+    checked, and every file object listed. Also returns the repo mode."""
+    return _walk(_SourceRepo(files), commit, None)
+
+
+def _walk(repo: _SourceRepo, commit: str, destination: Path | None) -> tuple[TreeListing, str]:
+    repo.check_layout(commit)
+    mode = repo.mode()
+    try:
+        root_tree, root_meta = parse_commit_root(repo.metadata(commit, "commit"))
+    except ValueError as e:
+        raise CorruptObjectError(f"commit {commit} does not parse: {e}") from e
     parsed: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str, str]]]] = {}
     metadata = {(root_tree, "dirtree"), (root_meta, "dirmeta")}
+    dirmetas = {root_meta}
     wanted: dict[str, bool] = {}  # missing file checksum -> is a boot file
     directories = 0
     stack = [("", root_tree)]
@@ -182,25 +270,42 @@ def walk_missing(source: Path, commit: str, destination: Path) -> TreeListing:
         prefix, tree = stack.pop()
         directories += 1
         if tree not in parsed:
-            parsed[tree] = parse_dirtree(_read(object_path(source, tree, "dirtree")))
+            try:
+                parsed[tree] = parse_dirtree(repo.metadata(tree, "dirtree"))
+            except CorruptObjectError:
+                raise
+            except ValueError as e:
+                raise CorruptObjectError(f"dirtree {tree} does not parse: {e}") from e
         entries, dirs = parsed[tree]
         for name, checksum in entries:
             # lexists: a symlink object in a bare repo is a symlink, possibly dangling.
-            if checksum in wanted or os.path.lexists(object_path(destination, checksum, "file")):
+            if checksum in wanted or (
+                destination is not None
+                and os.path.lexists(object_path(destination, checksum, "file"))
+            ):
                 continue
             wanted[checksum] = bool(_BOOT_FILE.match(f"{prefix}/{name}"))
         for name, sub_tree, sub_meta in dirs:
             metadata.update({(sub_tree, "dirtree"), (sub_meta, "dirmeta")})
+            dirmetas.add(sub_meta)
             stack.append((f"{prefix}/{name}", sub_tree))
-    archive = _repo_mode(source).startswith("archive")
-    paths = [object_path(source, c, "filez" if archive else "file") for c in wanted]
+    for meta in dirmetas:
+        repo.metadata(meta, "dirmeta")
+    archive = mode.startswith("archive")
+
+    def size(checksum: str) -> int:
+        if archive:
+            return repo.archive_size(checksum)
+        return repo.bare_size(checksum, links=mode == "bare")
+
     with ThreadPoolExecutor(max_workers=_READERS) as readers:
-        sizes = list(readers.map(_archive_size if archive else _bare_size, paths))
+        sizes = list(readers.map(size, wanted))
     missing = dict(zip(wanted, sizes, strict=True))
     boot = sum(size for checksum, size in missing.items() if wanted[checksum])
-    return TreeListing(
+    listing = TreeListing(
         files=missing,
         metadata=frozenset(metadata),
         directories=directories,
         boot_bytes=boot,
     )
+    return listing, mode

@@ -35,6 +35,9 @@ class TargetSpec:
     apps: Mapping[str, str]  # app name -> URI (hub.../factory/app@sha256:...)
     custom: Mapping[str, Any] = field(default_factory=dict)
     tag: str | None = None
+    # Said with the outcome: e.g. the drive's TUF metadata is older than the device's and
+    # the stored copy was used (a rollback on the drive, not "nothing to do").
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import io
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from aklited.drivefs import (
+    BundleFiles,
+    DriveEntryError,
+    DriveIOError,
+    MissingEntryError,
+    describe_mode,
+)
 from aklited.errors import AppsError
 from aklited.fsutil import fsync_dir
 from aklited.status import StatusCode
@@ -63,34 +70,61 @@ def blob_path(store_root: Path, hex_: str) -> Path:
     return blobs_dir(store_root) / hex_
 
 
-def _missing(path: Path, what: str) -> AppsError:
-    return AppsError(f"{what}: blob {path} is missing", code=StatusCode.NO_TARGET_CONTENT)
+def store_files(store_root: Path) -> BundleFiles:
+    """Confined read access to a store: nothing read may leave the directory holding it
+    (the bundle, for a bundle's ``apps/``)."""
+    return BundleFiles.for_subdir(store_root)
+
+
+def _relative(hex_: str) -> str:
+    return f"blobs/sha256/{hex_}"
+
+
+def _refused(e: DriveEntryError, what: str) -> AppsError:
+    if isinstance(e, MissingEntryError):
+        return AppsError(f"{what}: blob {e.path} is missing", code=StatusCode.NO_TARGET_CONTENT)
+    if isinstance(e, DriveIOError):
+        return AppsError(f"{what}: {e}; check the drive", code=StatusCode.DOWNLOAD_FAILED)
+    return AppsError(f"{what}: {e}", code=StatusCode.VERIFICATION_FAILED)
+
+
+def open_blob(files: BundleFiles, hex_: str, *, what: str) -> BinaryIO:
+    """Open a blob of a store for reading (a regular file inside the store's bundle).
+
+    Raises:
+        AppsError: 8 if absent, 70 if it is not a regular file or leads out, 50 on I/O.
+    """
+    try:
+        return files.open(_relative(hex_))
+    except DriveEntryError as e:
+        raise _refused(e, what) from e
 
 
 def read_small_blob(
-    store_root: Path, hex_: str, *, what: str, limit: int, size: int | None = None
+    files: BundleFiles, hex_: str, *, what: str, limit: int, size: int | None = None
 ) -> bytes:
     """Read a metadata blob (manifest, index, config) whole and check digest, size and limit.
 
     Args:
-        store_root: the app store root.
+        files: the app store.
         hex_: expected sha256 hex; also the blob's file name.
         what: names the node in error messages.
         limit: reading this many bytes or more is an error (composectl's convention).
         size: the exact size the parent declared, when it declared one.
 
     Raises:
-        AppsError: 8 if the blob is absent, 70 if it is too large or does not match.
+        AppsError: 8 if the blob is absent, 70 if it is too large, unsafe or does not match,
+            50 on an I/O error.
     """
-    path = blob_path(store_root, hex_)
     cap = limit if size is None else min(limit, size + 1)
-    try:
-        with path.open("rb") as f:
+    with open_blob(files, hex_, what=what) as f:
+        try:
             data = f.read(cap)
-    except FileNotFoundError as e:
-        raise _missing(path, what) from e
-    except OSError as e:
-        raise AppsError(f"{what}: cannot read {path}: {e.strerror}") from e
+        except OSError as e:
+            raise AppsError(
+                f"{what}: cannot read blob {hex_[:12]}: {e.strerror}; check the drive",
+                code=StatusCode.DOWNLOAD_FAILED,
+            ) from e
     if len(data) >= limit:
         raise AppsError(f"{what}: blob {hex_[:12]} is {limit} bytes or larger, over its limit")
     if size is not None and len(data) != size:
@@ -100,83 +134,107 @@ def read_small_blob(
     return data
 
 
-def verify_blob_file(store_root: Path, blob: Blob, *, what: str) -> None:
+def verify_blob_file(files: BundleFiles, blob: Blob, *, what: str) -> None:
     """Hash a blob of any size in chunks and check it against ``blob`` (digest and size).
 
     Raises:
-        AppsError: 8 if the blob is absent, 70 if its size or digest differs.
+        AppsError: 8 if the blob is absent, 70 if it is unsafe or its size or digest differs,
+            50 on an I/O error.
     """
-    path = blob_path(store_root, blob.hex)
-    try:
-        with path.open("rb") as f:
-            _hash_stream(f, blob, what=what, sink=None)
-    except FileNotFoundError as e:
-        raise _missing(path, what) from e
+    with open_blob(files, blob.hex, what=what) as f:
+        _hash_stream(f, blob, what=what, sink=None)
 
 
-def check_blob_size(store_root: Path, blob: Blob, *, what: str) -> None:
+def check_blob_size(files: BundleFiles, blob: Blob, *, what: str) -> None:
     """The cheap check (composectl's ``--quick``): the blob exists with the declared size.
 
     Raises:
-        AppsError: 8 if the blob is absent, 70 if its size differs.
+        AppsError: 8 if the blob is absent, 70 if it is unsafe or its size differs.
     """
-    path = blob_path(store_root, blob.hex)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError as e:
-        raise _missing(path, what) from e
-    if size != blob.size:
-        raise AppsError(f"{what}: blob {blob.hex[:12]} is {size} bytes, {blob.size} declared")
+        info = files.stat(_relative(blob.hex))
+    except DriveEntryError as e:
+        raise _refused(e, what) from e
+    if not stat.S_ISREG(info.st_mode):
+        raise AppsError(f"{what}: blob {blob.hex[:12]} is {describe_mode(info.st_mode)}")
+    if info.st_size != blob.size:
+        raise AppsError(
+            f"{what}: blob {blob.hex[:12]} is {info.st_size} bytes, {blob.size} declared"
+        )
 
 
-def copy_blob(src_root: Path, dst_root: Path, blob: Blob, *, what: str) -> None:
+def copy_blob(src: BundleFiles, dst_root: Path, blob: Blob, *, what: str) -> None:
     """Copy one blob into another store, verifying while copying; never leave a partial blob.
 
     The bytes go to a temporary name in the destination dir, are fsynced, then renamed to the
     final name and the directory fsynced: after a crash the blob is either whole or absent.
 
     Raises:
-        AppsError: 8 if the source is absent, 70 if it does not match, 50 on a write error.
+        AppsError: 8 if the source is absent, 70 if it is unsafe or does not match, 50 on a
+            read or write error, 60 when the device is full.
     """
-    src = blob_path(src_root, blob.hex)
     dst_dir = blobs_dir(dst_root)
     dst_dir.mkdir(parents=True, exist_ok=True)
     tmp = dst_dir / f"{TMP_PREFIX}{blob.hex}-{secrets.token_hex(4)}"
     try:
-        with src.open("rb") as fin, tmp.open("wb") as fout:
-            _hash_stream(fin, blob, what=what, sink=fout)
-            fout.flush()
-            os.fsync(fout.fileno())
-        tmp.rename(dst_dir / blob.hex)
-        fsync_dir(dst_dir)
-    except FileNotFoundError as e:
-        if not src.exists():
-            raise _missing(src, what) from e
-        raise AppsError(f"{what}: cannot write {tmp}: {e}", code=StatusCode.DOWNLOAD_FAILED) from e
-    except OSError as e:
-        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise AppsError(
-            f"{what}: copying blob {blob.hex[:12]} to {dst_dir} failed: {e.strerror or e}",
-            code=StatusCode.NO_SPACE if full else StatusCode.DOWNLOAD_FAILED,
-        ) from e
+        with open_blob(src, blob.hex, what=what) as fin:
+            try:
+                fout = tmp.open("wb")
+            except OSError as e:
+                raise _write_error(e, blob, dst_dir, what) from e
+            with fout:
+                _hash_stream(fin, blob, what=what, sink=fout, dst_dir=dst_dir)
+                try:
+                    fout.flush()
+                    os.fsync(fout.fileno())
+                except OSError as e:
+                    raise _write_error(e, blob, dst_dir, what) from e
+        try:
+            tmp.rename(dst_dir / blob.hex)
+            fsync_dir(dst_dir)
+        except OSError as e:
+            raise _write_error(e, blob, dst_dir, what) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def _hash_stream(f: io.BufferedReader, blob: Blob, *, what: str, sink: BinaryIO | None) -> None:
+def _write_error(e: OSError, blob: Blob, dst_dir: Path, what: str) -> AppsError:
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return AppsError(
+        f"{what}: copying blob {blob.hex[:12]} to {dst_dir} failed: {e.strerror or e}",
+        code=StatusCode.NO_SPACE if full else StatusCode.DOWNLOAD_FAILED,
+    )
+
+
+def _hash_stream(
+    f: BinaryIO, blob: Blob, *, what: str, sink: BinaryIO | None, dst_dir: Path | None = None
+) -> None:
     # One reused buffer: memory stays flat however large the blob is.
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     digest = hashlib.sha256()
     seen = 0
-    while count := f.readinto(buffer):
+    while True:
+        try:
+            count = f.readinto(buffer)  # type: ignore[attr-defined]
+        except OSError as e:
+            # The source failed (a drive pulled out): never "content failed verification".
+            raise AppsError(
+                f"{what}: reading blob {blob.hex[:12]} failed: {e.strerror or e}; check the drive",
+                code=StatusCode.DOWNLOAD_FAILED,
+            ) from e
+        if not count:
+            break
         seen += count
         if seen > blob.size:
             raise AppsError(f"{what}: blob {blob.hex[:12]} is longer than the {blob.size} declared")
         digest.update(view[:count])
         if sink is not None:
-            sink.write(view[:count])
+            try:
+                sink.write(view[:count])
+            except OSError as e:
+                raise _write_error(e, blob, dst_dir or Path(), what) from e
     if seen != blob.size:
         raise AppsError(f"{what}: blob {blob.hex[:12]} is {seen} bytes, {blob.size} declared")
     if digest.hexdigest() != blob.hex:

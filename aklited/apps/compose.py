@@ -119,10 +119,12 @@ class ComposeProjects:
             old = self._root / f".{app.name}.old-{tag}"
             final = self.project_dir(app.name)
             try:
-                archive = blobstore.blob_path(self._store, app.bundle.hex)
-                # The store may have changed since the app was verified: check the bundle again.
-                blobstore.verify_blob_file(self._store, app.bundle, what=f"app {app.name} bundle")
-                extract_bundle(archive, fresh, what=f"app {app.name} compose bundle")
+                what = f"app {app.name} bundle"
+                with blobstore.store_files(self._store) as store:
+                    # The store may have changed since the app was verified: check it again.
+                    blobstore.verify_blob_file(store, app.bundle, what=what)
+                    with blobstore.open_blob(store, app.bundle.hex, what=what) as archive:
+                        extract_bundle(archive, fresh, what=f"app {app.name} compose bundle")
                 atomic_write(fresh / OVERRIDE_FILE, render_override(app))
                 if final.exists():
                     final.rename(old)

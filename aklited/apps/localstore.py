@@ -100,10 +100,11 @@ class LocalStore:
             bytes=plan.bytes_needed,
         )
         owner = {b.hex: app.name for app in apps for b in app.blobs()}
-        for blob in plan.missing:
-            await asyncio.to_thread(
-                blobstore.copy_blob, source_root, self.root, blob, what=f"app {owner[blob.hex]}"
-            )
+        with blobstore.store_files(source_root) as source:
+            for blob in plan.missing:
+                await asyncio.to_thread(
+                    blobstore.copy_blob, source, self.root, blob, what=f"app {owner[blob.hex]}"
+                )
         for app in apps:
             await asyncio.to_thread(self._write_app_dir, app)
         return plan

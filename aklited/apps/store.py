@@ -25,6 +25,7 @@ from aklited.apps.composecli import ComposeCli
 from aklited.apps.model import App, AppImage, Service, parse_app_uri, parse_image_ref
 from aklited.apps.platforms import Platform
 from aklited.apps.tarsafe import COMPOSE_FILE, extract_bundle
+from aklited.drivefs import DriveEntryError, DriveIOError, MissingEntryError
 from aklited.errors import AppsError
 from aklited.status import StatusCode
 
@@ -34,6 +35,7 @@ APP_MANIFEST_MAX_SIZE = 50 * 1024  # composeapp AppManifestMaxSize; reaching it 
 IMAGE_ROOT_MAX_SIZE = 100 * 1024  # composeapp ImageRootMaxSize
 IMAGE_MANIFEST_MAX_SIZE = 4 * 1024 * 1024
 SIDE_BLOB_MAX_SIZE = 1024 * 1024  # bundle index, layers-meta: small JSON documents
+MAX_URI_SIZE = 4096
 CONFIG_HASH_LABEL = "io.compose-spec.config-hash"
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -75,6 +77,7 @@ class StoreReader:
                 hashed); for the device's own store, whose blobs were hashed when copied in.
         """
         self._root = store_root
+        self._files = blobstore.store_files(store_root)
         self._quick = quick
         self._platform = platform
         self._compose = compose
@@ -95,7 +98,10 @@ class StoreReader:
         names = (
             sorted(target_apps) if shortlist is None else sorted(set(shortlist) & set(target_apps))
         )
-        return tuple([await self.read_app(name, target_apps[name]) for name in names])
+        try:
+            return tuple([await self.read_app(name, target_apps[name]) for name in names])
+        finally:
+            self._files.close()
 
     async def read_app(self, name: str, uri: str) -> App:
         """Verify one app from its target URI and describe it.
@@ -112,7 +118,7 @@ class StoreReader:
         await asyncio.to_thread(self._check_uri_file, ref.name, ref.hex, uri, what)
         raw = await asyncio.to_thread(
             blobstore.read_small_blob,
-            self._root,
+            self._files,
             ref.hex,
             what=f"{what} manifest",
             limit=APP_MANIFEST_MAX_SIZE,
@@ -138,32 +144,42 @@ class StoreReader:
         )
 
     def _check_uri_file(self, dir_name: str, hex_: str, uri: str, what: str) -> None:
-        path = app_dir(self._root, dir_name, hex_) / "uri"
+        relative = f"apps/{dir_name}/{hex_}/uri"
+        name = self._files.name(relative)
         try:
-            content = path.read_text(encoding="utf-8")
-        except FileNotFoundError as e:
+            content = self._files.read(relative, limit=MAX_URI_SIZE).decode("utf-8")
+        except MissingEntryError as e:
             raise AppsError(
-                f"{what}: {path} is missing: the store lacks this app version",
+                f"{what}: {name} is missing: the store lacks this app version",
                 code=StatusCode.NO_TARGET_CONTENT,
             ) from e
-        except (OSError, UnicodeDecodeError) as e:
-            raise AppsError(f"{what}: cannot read {path}: {e}") from e
+        except DriveIOError as e:
+            raise AppsError(f"{what}: {e}; check the drive", code=StatusCode.DOWNLOAD_FAILED) from e
+        except DriveEntryError as e:
+            raise AppsError(f"{what}: {e}") from e
+        except UnicodeDecodeError as e:
+            raise AppsError(f"{what}: {name} is not UTF-8: {e}") from e
         if content != uri:
-            raise AppsError(f"{what}: {path} names {content.strip()!r}, the target says {uri!r}")
+            raise AppsError(f"{what}: {name} names {content.strip()!r}, the target says {uri!r}")
 
     async def _check_blob(self, blob: Blob, *, what: str) -> None:
         check = blobstore.check_blob_size if self._quick else blobstore.verify_blob_file
-        await asyncio.to_thread(check, self._root, blob, what=what)
+        await asyncio.to_thread(check, self._files, blob, what=what)
 
     async def _verify_optional(self, blob: Blob, *, what: str) -> bool:
         # The bundle index and layers-meta blobs help but are not required: composectl skips
         # them when they are absent. When present they must match.
-        path = blobstore.blob_path(self._root, blob.hex)
-        if not await asyncio.to_thread(path.exists):
+        try:
+            present = await asyncio.to_thread(self._files.exists, f"blobs/sha256/{blob.hex}")
+        except DriveIOError as e:
+            raise AppsError(f"{what}: {e}; check the drive", code=StatusCode.DOWNLOAD_FAILED) from e
+        except DriveEntryError as e:
+            raise AppsError(f"{what}: {e}") from e
+        if not present:
             return False
         if blob.size >= SIDE_BLOB_MAX_SIZE:
             raise AppsError(f"{what}: side blob {blob.hex[:12]} is over its 1 MiB limit")
-        await asyncio.to_thread(blobstore.verify_blob_file, self._root, blob, what=what)
+        await asyncio.to_thread(blobstore.verify_blob_file, self._files, blob, what=what)
         return True
 
     async def _read_services(self, name: str, bundle: Blob, *, what: str) -> tuple[Service, ...]:
@@ -171,9 +187,13 @@ class StoreReader:
             await asyncio.to_thread(tempfile.mkdtemp, prefix="aklited-app-", dir=self._work_dir)
         )
         try:
-            archive = blobstore.blob_path(self._root, bundle.hex)
             project = tmp / "project"
-            await asyncio.to_thread(extract_bundle, archive, project, what=f"{what} compose bundle")
+
+            def extract() -> None:
+                with blobstore.open_blob(self._files, bundle.hex, what=what) as archive:
+                    extract_bundle(archive, project, what=f"{what} compose bundle")
+
+            await asyncio.to_thread(extract)
             return await read_compose_services(self._compose, project, project_name=name, what=what)
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
@@ -182,7 +202,7 @@ class StoreReader:
         ref = parse_image_ref(image_ref, what=what)
         iwhat = f"{what} image {ref.ref}"
         raw = await asyncio.to_thread(
-            blobstore.read_small_blob, self._root, ref.hex, what=iwhat, limit=IMAGE_ROOT_MAX_SIZE
+            blobstore.read_small_blob, self._files, ref.hex, what=iwhat, limit=IMAGE_ROOT_MAX_SIZE
         )
         doc = _json(raw, what=iwhat)
         media_type = doc.get("mediaType")
@@ -194,7 +214,7 @@ class StoreReader:
             manifest = _descriptor(entry, what=f"{iwhat} index entry")
             raw_manifest = await asyncio.to_thread(
                 blobstore.read_small_blob,
-                self._root,
+                self._files,
                 manifest.hex,
                 what=f"{iwhat} manifest",
                 limit=IMAGE_MANIFEST_MAX_SIZE,

@@ -2,15 +2,22 @@
 
 Blocking; run it in a worker thread. The archive is read as a stream (gzip, bzip2, xz or plain,
 as composectl's reader accepts), so a bundle is never held in memory.
+
+Every entry is written relative to a descriptor of the destination, one directory component
+at a time, opened with ``O_NOFOLLOW``: a link the archive made earlier is never written
+through, so no chain of links can make it create anything outside, not even a directory.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from aklited.apps.blobs import CHUNK
 from aklited.errors import AppsError
@@ -29,8 +36,8 @@ class ExtractedBundle:
     files: tuple[str, ...]
 
 
-def extract_bundle(archive: Path, dest: Path, *, what: str) -> ExtractedBundle:
-    """Extract ``archive`` into the empty or absent directory ``dest`` and check it.
+def extract_bundle(archive: BinaryIO | Path, dest: Path, *, what: str) -> ExtractedBundle:
+    """Extract the ``archive`` stream into the empty or absent directory ``dest``; check it.
 
     Refuses absolute names, ``..`` components, links that resolve outside ``dest``, device nodes
     and FIFOs, files over the format's size limits, and a bundle without a top-level regular
@@ -39,11 +46,26 @@ def extract_bundle(archive: Path, dest: Path, *, what: str) -> ExtractedBundle:
     Raises:
         AppsError: 70 naming the offending entry.
     """
+    if isinstance(archive, Path):
+        with archive.open("rb") as stream:
+            return extract_bundle(stream, dest, what=what)
     dest.mkdir(parents=True, exist_ok=True)
+    dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        files = _extract_all(archive, dest_fd, what=what)
+    finally:
+        os.close(dest_fd)
+    if COMPOSE_FILE not in files:
+        raise AppsError(f"{what}: bundle has no top-level {COMPOSE_FILE}")
+    _check_links(dest, what=what)
+    return ExtractedBundle(root=dest, files=tuple(files))
+
+
+def _extract_all(archive: BinaryIO, dest_fd: int, *, what: str) -> list[str]:
     files: list[str] = []
     total = 0
     try:
-        with tarfile.open(archive, mode="r|*") as tar:
+        with tarfile.open(fileobj=archive, mode="r|*") as tar:
             for member in tar:
                 name = _check_name(member.name, what=what)
                 if name is None:
@@ -55,13 +77,10 @@ def extract_bundle(archive: Path, dest: Path, *, what: str) -> ExtractedBundle:
                     files.append(name)
                 elif name == COMPOSE_FILE:
                     raise AppsError(f"{what}: {COMPOSE_FILE} is not a regular file in the bundle")
-                _extract_member(tar, member, name, dest, what=what)
+                _extract_member(tar, member, name, dest_fd, what=what)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise AppsError(f"{what}: bundle archive cannot be extracted: {e}") from e
-    if COMPOSE_FILE not in files:
-        raise AppsError(f"{what}: bundle has no top-level {COMPOSE_FILE}")
-    _check_links(dest, what=what)
-    return ExtractedBundle(root=dest, files=tuple(files))
+    return files
 
 
 def _check_name(raw: str, *, what: str) -> str | None:
@@ -100,35 +119,99 @@ def _check_sizes(member: tarfile.TarInfo, name: str, total: int, *, what: str) -
 
 
 def _extract_member(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dest: Path, *, what: str
+    tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dest_fd: int, *, what: str
 ) -> None:
-    target = dest / name
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    # Earlier entries may have made a parent a symlink: resolve it before writing through it.
-    if not parent.resolve().is_relative_to(dest.resolve()):
-        raise AppsError(f"{what}: bundle entry {name!r} would be written outside the app dir")
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        target.unlink()
-    if member.isdir():
-        target.mkdir(mode=0o755, exist_ok=True)
-    elif member.issym():
-        target.symlink_to(member.linkname)
-    elif member.islnk():
-        link_name = _check_name(member.linkname, what=what)
-        source = dest / (link_name or ".")
-        if not source.resolve().is_relative_to(dest.resolve()) or not source.is_file():
+    *dirs, last = name.split("/")
+    parent = _open_dirs(dest_fd, dirs, name, create=True, what=what)
+    try:
+        try:
+            existing: os.stat_result | None = os.stat(last, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            os.unlink(last, dir_fd=parent)  # a later entry replaces an earlier one
+            existing = None
+        if member.isdir():
+            if existing is None:
+                os.mkdir(last, 0o755, dir_fd=parent)
+        elif existing is not None:
+            raise AppsError(f"{what}: bundle entry {name!r} would replace a directory")
+        elif member.issym():
+            os.symlink(member.linkname, last, dir_fd=parent)
+        elif member.islnk():
+            _hard_link(member, name, dest_fd, parent, last, what=what)
+        else:
+            data = tar.extractfile(member)
+            if data is None:
+                raise AppsError(f"{what}: bundle entry {name!r} has no data")
+            # Permissions only: no set-id bits, no ownership from the archive.
+            mode = 0o755 if member.mode & 0o111 else 0o644
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(last, flags, mode, dir_fd=parent)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(data, out, CHUNK)
+    finally:
+        if parent != dest_fd:
+            os.close(parent)
+
+
+def _hard_link(
+    member: tarfile.TarInfo, name: str, dest_fd: int, parent: int, last: str, *, what: str
+) -> None:
+    link_name = _check_name(member.linkname, what=what)
+    if link_name is None:
+        raise AppsError(f"{what}: bundle hard link {name!r} has no file to link to")
+    *source_dirs, source_last = link_name.split("/")
+    source_parent = _open_dirs(dest_fd, source_dirs, name, create=False, what=what)
+    try:
+        try:
+            info = os.stat(source_last, dir_fd=source_parent, follow_symlinks=False)
+        except FileNotFoundError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
             raise AppsError(f"{what}: bundle hard link {name!r} has no file to link to")
-        target.hardlink_to(source)
-    else:
-        data = tar.extractfile(member)
-        if data is None:
-            raise AppsError(f"{what}: bundle entry {name!r} has no data")
-        # Permissions only: no set-id bits, no ownership from the archive.
-        mode = 0o755 if member.mode & 0o111 else 0o644
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(data, out, CHUNK)
+        os.link(
+            source_last,
+            last,
+            src_dir_fd=source_parent,
+            dst_dir_fd=parent,
+            follow_symlinks=False,
+        )
+    finally:
+        if source_parent != dest_fd:
+            os.close(source_parent)
+
+
+def _open_dirs(dest_fd: int, dirs: list[str], name: str, *, create: bool, what: str) -> int:
+    """A descriptor of ``dest/dirs...``, made as needed, never going through a link."""
+    current = dest_fd
+    try:
+        for part in dirs:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                opened = os.open(part, flags, dir_fd=current)
+            except FileNotFoundError:
+                if not create:
+                    raise AppsError(
+                        f"{what}: bundle hard link {name!r} has no file to link to"
+                    ) from None
+                os.mkdir(part, 0o755, dir_fd=current)
+                opened = os.open(part, flags, dir_fd=current)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise AppsError(
+                        f"{what}: bundle entry {name!r} would be written through {part!r}, "
+                        "which is a link or a file, possibly outside the app dir"
+                    ) from e
+                raise
+            if current != dest_fd:
+                os.close(current)
+            current = opened
+    except BaseException:
+        if current != dest_fd:
+            os.close(current)
+        raise
+    return current
 
 
 def _check_links(dest: Path, *, what: str) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from aklited.config import Config, dumps_toml, effective_toml, load_config
-from aklited.errors import AkliteError
+from aklited.errors import AkliteError, InternalError
 from aklited.log import AKLITE_LOG_LEVELS, configure_logging
 from aklited.status import StatusCode
 
@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 16 when a newer target is installable, 0 when the device already runs it.",
     )
     check.add_argument("-s", "--src-dir", type=Path, required=True, help="the bundle directory")
+    check.add_argument(
+        "--deep",
+        action="store_true",
+        help="also verify every byte an install would: the OSTree commit object by object, "
+        "every app blob, manifest and archive (slower; reads the whole bundle)",
+    )
 
     install = sub.add_parser(
         "install",
@@ -131,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_error(err: AkliteError) -> None:
+def print_error(err: AkliteError) -> None:
+    """The one line a failure prints on stderr."""
     suffix = (
         "" if err.code == StatusCode.UNKNOWN_ERROR else f" [{int(err.code)}: {err.code.meaning}]"
     )
@@ -146,7 +153,7 @@ async def _cmd_config(config: Config, _args: argparse.Namespace) -> int:
 async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
     from aklited.cli.offline_check import check  # noqa: PLC0415 - heavy imports only when used
 
-    return await check(config, args.src_dir)
+    return await check(config, args.src_dir, deep=args.deep)
 
 
 def _report(outcome: Outcome) -> int:
@@ -207,14 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config or None)
         return asyncio.run(COMMANDS[args.command](config, args))
     except AkliteError as e:
-        _print_error(e)
+        print_error(e)
         return int(e.code)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        log.exception("unexpected failure")
-        print(f"{PROG}: error: unexpected failure: {e}", file=sys.stderr)
+        # The traceback is for developers (--log-level 0); a user gets one line.
+        log.debug("unexpected failure", exc_info=e)
+        print_error(InternalError.wrap(e))
         return StatusCode.UNKNOWN_ERROR
 
 

@@ -1,32 +1,42 @@
 """``aklite-offline check -s DIR``: what would an install do? Changes nothing on the device.
 
 The journal is opened read-only and wrapped in an in-memory overlay, so the verification
-workflow runs exactly as for an install while every write stays in memory.
+workflow runs exactly as for an install while every write stays in memory. Plain ``check``
+verifies the metadata; ``--deep`` also verifies every byte an install would (the OSTree
+commit object by object, every app blob, manifest and archive), writing nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
-from aklited.bundle import DeviceFacts, SelectedTarget, select_target, verify_bundle
+from aklited.bundle import (
+    DeviceFacts,
+    SelectedTarget,
+    VerifiedBundle,
+    select_target,
+    verify_bundle,
+)
+from aklited.cli.offline import print_error
 from aklited.config import Config
 from aklited.errors import AkliteError
+from aklited.ostree import verify_bundle_commit
 from aklited.phases import INITIAL_TARGET, downgrade_guard
 from aklited.status import StatusCode
 from aklited.store import InstallRecord, Store
 from aklited.tuf.storage import OverlayTrustStore
 
 
-async def check(config: Config, src_dir: Path) -> int:
+async def check(config: Config, src_dir: Path, *, deep: bool = False) -> int:
     """Verify the bundle in ``src_dir`` and report the target an install would choose.
 
     Prints the chosen target and the reason on stdout; one error line on stderr.
 
     Returns:
         16 a newer target is installable, 0 the device already runs the bundle's target,
-        else the failure's code (4, 6, 8, 11, 12, 14, 15, 20, 102).
+        else the failure's code (4, 6, 8, 11, 12, 14, 15, 20, 102; with ``deep`` also 50
+        and 70 for the content, as an install would answer).
     """
     device = DeviceFacts.from_config(config)
     store: Store | None = None
@@ -45,8 +55,9 @@ async def check(config: Config, src_dir: Path) -> int:
         selected = await select_target(
             bundle, device, current_version=current_version, current_name=current_name
         )
+        content = await verify_content(config, bundle, selected) if deep else None
     except AkliteError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+        print_error(e)
         return int(e.code)
     finally:
         if store is not None:
@@ -54,11 +65,44 @@ async def check(config: Config, src_dir: Path) -> int:
     if bundle.metadata.from_store:
         print("Note: the bundle's metadata is older than the device's; stored metadata used")
     _print_target(selected)
+    print(f"Content: {content or 'not verified (metadata only; --deep verifies every byte)'}")
     if current is not None and current.target_name == selected.name:
         print(f"Status: the device already runs {selected.name}; nothing to install")
         return int(StatusCode.OK)
     print(f"Status: {_reason(selected, current)}")
     return int(StatusCode.UPDATE_AVAILABLE)
+
+
+async def verify_content(config: Config, bundle: VerifiedBundle, target: SelectedTarget) -> str:
+    """Verify every byte of ``target`` that an install would verify; say what was checked.
+
+    Raises:
+        AkliteError: 50 the drive could not be read, 70 content is unsafe or does not match,
+            8 content is missing.
+    """
+    layout = bundle.layout
+    objects = await verify_bundle_commit(
+        layout.ostree_repo, target.ostree_commit, boundary=layout.root
+    )
+    parts = [
+        f"OSTree commit verified ({objects} file objects hashed)"
+        if objects
+        else "OSTree commit checked (not an archive repo: objects checked, not hashed)"
+    ]
+    device = DeviceFacts.from_config(config)
+    if target.apps and device.with_apps:
+        from aklited.apps.adapter import ComposeApps  # noqa: PLC0415 - Docker client libraries
+
+        apps = ComposeApps(
+            store_root=config.pacman.reset_apps_root,
+            compose_root=config.pacman.compose_apps_root,
+            docker_host=config.aklited.docker_host,
+            compose_bin=config.pacman.docker_compose_bin,
+        )
+        verified = await apps.verify(layout.apps_dir, target.apps, shortlist=device.compose_apps)
+        blobs = sum(len(app.blobs()) for app in verified)
+        parts.append(f"{len(verified)} apps verified ({blobs} blobs hashed)")
+    return "; ".join(parts)
 
 
 def _print_target(target: SelectedTarget) -> None:

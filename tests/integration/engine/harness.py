@@ -171,12 +171,14 @@ class Device:
             check=False,
         )
 
-    def start_cli(self, *args: str, cgroup: Path | None = None) -> subprocess.Popen[str]:
-        """Start ``aklite-offline`` in the background, optionally inside a (v1) cgroup."""
+    def start_cli(
+        self, *args: str, cgroup: Path | None = None, cgroups: tuple[Path, ...] = ()
+    ) -> subprocess.Popen[str]:
+        """Start ``aklite-offline`` in the background, optionally inside (v1) cgroups."""
 
         def enter_cgroup() -> None:
-            if cgroup is not None:
-                (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+            for group in (*cgroups, *([cgroup] if cgroup is not None else [])):
+                (group / "cgroup.procs").write_text(str(os.getpid()))
 
         return subprocess.Popen(
             [sys.executable, "-m", "aklited.cli.offline", "-c", str(self.config_dir), *args],

@@ -1,5 +1,9 @@
-"""A drive pulled out in the middle of the pull: the install fails cleanly (50), the device
-stays on its current target, and a later install from a good drive succeeds."""
+"""A drive pulled out while the pull is copying bytes: the install fails cleanly (50), the
+device stays on its current target, and a later install from a good drive succeeds.
+
+Deterministic: the test waits until ostree has written a content object into the sysroot
+repo's staging directory (bytes are being copied), freezes the install's cgroup so the copy
+cannot finish meanwhile, pulls the drive, and thaws it."""
 
 from __future__ import annotations
 
@@ -61,11 +65,35 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-def wait_for_state(device: Device, proc: subprocess.Popen[str], state: str) -> None:
+FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+@contextmanager
+def freezer_group() -> Iterator[Path]:
+    """A (v1) freezer cgroup: its members stop where they are while it is FROZEN."""
+    if not (FREEZER / "cgroup.procs").exists():
+        pytest.skip("the freezer cgroup controller (v1) is needed to pull the drive mid-copy")
+    group = FREEZER / f"aklited-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        yield group
+    finally:
+        set_freezer(group, "THAWED")
+        group.rmdir()
+
+
+def set_freezer(group: Path, state: str) -> None:
+    (group / "freezer.state").write_text(state)
+    while (group / "freezer.state").read_text().strip() != state:
+        time.sleep(0.001)  # FREEZING: the kernel is still stopping the members
+
+
+def wait_for_copying(repo: Path, proc: subprocess.Popen[str]) -> None:
+    """Until ostree has written a content object of the pull into the sysroot repo."""
     deadline = time.monotonic() + 120
-    while state not in device.journal_states():
-        assert proc.poll() is None, "install ended before the pull started"
-        assert time.monotonic() < deadline, "install did not start pulling"
+    while not any((repo / "tmp").glob("staging-*/*/*.file")):
+        assert proc.poll() is None, "install ended before any byte was copied"
+        assert time.monotonic() < deadline, "install did not start copying"
         time.sleep(0.005)
 
 
@@ -81,11 +109,16 @@ async def test_drive_pulled_mid_pull(
     with usb_drive(tmp_path / "bad", size_mib=384) as drive:
         bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
         drop_caches()
-        with slow_reads_from(drive.device) as group:
-            proc = device.start_cli("install", "-s", str(bundle), cgroup=group)
+        repo = device.sim.sysroot / "ostree" / "repo"
+        with slow_reads_from(drive.device) as group, freezer_group() as freezer:
+            proc = device.start_cli("install", "-s", str(bundle), cgroups=(group, freezer))
             try:
-                wait_for_state(device, proc, "pulling")
+                wait_for_copying(repo, proc)
+                set_freezer(freezer, "FROZEN")
+                # frozen mid-copy: the commit has not landed in the sysroot repo yet
+                assert not (repo / "objects" / v2.commit[:2] / f"{v2.commit[2:]}.commit").exists()
                 yank(drive.mountpoint)
+                set_freezer(freezer, "THAWED")
                 stdout, stderr = proc.communicate(timeout=300)
             finally:
                 if proc.poll() is None:
@@ -93,7 +126,8 @@ async def test_drive_pulled_mid_pull(
                     proc.communicate()
         # the context manager unmounts and detaches the dead drive
     assert proc.returncode == 50, (stdout, stderr)
-    assert "aklite-offline: " in stderr
+    assert stderr.splitlines()[-1].startswith("aklite-offline: ")
+    assert "Traceback" not in stderr
     states = device.journal_states()
     assert "pulling-failed" in states
     assert "deploying" not in states

@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 
 from aklited import sim
+from aklited.drivefs import UnsafeEntryError
+from aklited.ostree_content import verify_commit_content
 from aklited.ostree_repo import commit_path, object_path
 from aklited.ostree_space import parse_tree_listing
-from aklited.ostree_walk import MissingObjectError, parse_commit_root, walk_missing
+from aklited.ostree_walk import (
+    CorruptObjectError,
+    MissingObjectError,
+    parse_commit_root,
+    walk_missing,
+)
 from tests.integration.ostree.support import requirements
 
 pytestmark = requirements
@@ -86,3 +93,88 @@ async def test_walk_reports_a_missing_dirtree(tmp_path: Path) -> None:
 def test_parse_rejects_garbage() -> None:
     with pytest.raises(ValueError, match=r"framing|truncated|checksum"):
         parse_commit_root(b"not a commit at all")
+
+
+async def _bundle_repo(tmp_path: Path) -> tuple[Path, str]:
+    """An archive repo inside a bundle directory, as on a drive."""
+    repo = await sim.init_repo(tmp_path / "bundle" / "ostree_repo")
+    commit = await sim.commit_tree(repo, await _tree(tmp_path), subject="walk")
+    return repo, commit
+
+
+def _a_dirtree(repo: Path, commit: str) -> Path:
+    root_tree, _ = parse_commit_root(commit_path(repo, commit).read_bytes())
+    return object_path(repo, root_tree, "dirtree")
+
+
+def _a_file_object(repo: Path) -> Path:
+    return max(repo.glob("objects/*/*.filez"), key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "outside-link", "loop", "directory"])
+@pytest.mark.parametrize("which", ["dirtree", "filez", "config"])
+async def test_the_walk_refuses_what_ostree_must_never_open(
+    tmp_path: Path, which: str, kind: str
+) -> None:
+    repo, commit = await _bundle_repo(tmp_path)
+    target = {
+        "dirtree": _a_dirtree(repo, commit),
+        "filez": _a_file_object(repo),
+        "config": repo / "config",
+    }[which]
+    outside = tmp_path / "host-file"
+    outside.write_bytes(target.read_bytes())
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "outside-link":
+        target.symlink_to(outside)
+    elif kind == "loop":
+        target.symlink_to(target.name)
+    else:
+        target.mkdir()
+    dest = await sim.init_repo(tmp_path / "dest", mode="bare")
+    with pytest.raises(UnsafeEntryError) as caught:
+        await asyncio.to_thread(walk_missing, repo, commit, dest)
+    assert caught.value.path == target.relative_to(tmp_path / "bundle").as_posix()
+
+
+async def test_a_link_inside_the_bundle_is_followed(tmp_path: Path) -> None:
+    repo, commit = await _bundle_repo(tmp_path)
+    tree = _a_dirtree(repo, commit)
+    moved = tmp_path / "bundle" / "elsewhere" / tree.name
+    moved.parent.mkdir()
+    tree.rename(moved)
+    tree.symlink_to(Path("../../../elsewhere") / tree.name)
+    dest = await sim.init_repo(tmp_path / "dest", mode="bare")
+    walked = await asyncio.to_thread(walk_missing, repo, commit, dest)
+    assert walked.files
+
+
+async def test_a_tampered_dirtree_does_not_match_its_name(tmp_path: Path) -> None:
+    repo, commit = await _bundle_repo(tmp_path)
+    tree = _a_dirtree(repo, commit)
+    data = bytearray(tree.read_bytes())
+    data[0] ^= 0x01
+    tree.write_bytes(bytes(data))
+    dest = await sim.init_repo(tmp_path / "dest", mode="bare")
+    with pytest.raises(CorruptObjectError, match="does not match its checksum"):
+        await asyncio.to_thread(walk_missing, repo, commit, dest)
+
+
+async def test_deep_check_hashes_every_file_object_as_ostree_does(tmp_path: Path) -> None:
+    repo, commit = await _bundle_repo(tmp_path)
+    hashed = await asyncio.to_thread(verify_commit_content, repo, commit)
+    # every file object of the commit, symlinks, empty and set-id files included
+    assert hashed == len(list(repo.glob("objects/*/*.filez"))) > 300
+
+
+async def test_deep_check_finds_content_that_differs(tmp_path: Path) -> None:
+    repo, commit = await _bundle_repo(tmp_path)
+    victim = _a_file_object(repo)
+    other = min(repo.glob("objects/*/*.filez"), key=lambda p: p.stat().st_size)
+    # a well-formed object, but another file's: only hashing the content can tell
+    victim.write_bytes(other.read_bytes())
+    with pytest.raises(CorruptObjectError) as caught:
+        await asyncio.to_thread(verify_commit_content, repo, commit)
+    assert victim.name in str(caught.value)

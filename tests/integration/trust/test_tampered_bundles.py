@@ -555,7 +555,7 @@ async def test_attack_refused(
     assert code == attack.code, out.err
     assert attack.names in out.err
     assert REASONS[attack.name] in out.err
-    assert out.err.startswith("error: ") and out.err.count("\n") == 1
+    assert out.err.startswith("aklite-offline: error: ") and out.err.count("\n") == 1
     assert device.state() == before
 
 

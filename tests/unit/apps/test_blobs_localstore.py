@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from aklited.apps.blobs import Blob, blob_path, copy_blob, read_small_blob, verify_blob_file
+from aklited.apps.blobs import (
+    Blob,
+    blob_path,
+    copy_blob,
+    read_small_blob,
+    store_files,
+    verify_blob_file,
+)
 from aklited.apps.loader import TarStream
 from aklited.apps.localstore import LocalStore
 from aklited.apps.model import App, AppImage, Service
@@ -49,17 +56,17 @@ def _app(store: Path, name: str = "app1", layer: bytes = b"L" * 3000) -> App:
 
 def test_small_blob_limits_are_exclusive(tmp_path: Path) -> None:
     blob = _put(tmp_path, b"x" * 100)
-    assert read_small_blob(tmp_path, blob.hex, what="m", limit=101) == b"x" * 100
+    assert read_small_blob(store_files(tmp_path), blob.hex, what="m", limit=101) == b"x" * 100
     with pytest.raises(AppsError, match="over its limit") as err:
-        read_small_blob(tmp_path, blob.hex, what="m", limit=100)
+        read_small_blob(store_files(tmp_path), blob.hex, what="m", limit=100)
     assert err.value.code == StatusCode.VERIFICATION_FAILED
     with pytest.raises(AppsError, match="size differs"):
-        read_small_blob(tmp_path, blob.hex, what="m", limit=1000, size=99)
+        read_small_blob(store_files(tmp_path), blob.hex, what="m", limit=1000, size=99)
 
 
 def test_missing_blob_is_missing_content(tmp_path: Path) -> None:
     with pytest.raises(AppsError) as err:
-        verify_blob_file(tmp_path, Blob("0" * 64, 1), what="layer")
+        verify_blob_file(store_files(tmp_path), Blob("0" * 64, 1), what="layer")
     assert err.value.code == StatusCode.NO_TARGET_CONTENT
 
 
@@ -77,7 +84,7 @@ def test_copy_refuses_a_changed_blob_and_leaves_nothing(tmp_path: Path, change: 
         del data[-1]
     path.write_bytes(bytes(data))
     with pytest.raises(AppsError) as err:
-        copy_blob(src, dst, blob, what="app a layer")
+        copy_blob(store_files(src), dst, blob, what="app a layer")
     assert err.value.code == StatusCode.VERIFICATION_FAILED
     assert err.value.message.startswith("app a layer: blob ")
     assert list((dst / "blobs" / "sha256").iterdir()) == []
