@@ -26,12 +26,15 @@ from typing import Any
 import structlog
 
 from aklited.config import Config
+from aklited.drivefs import BundleFiles, DriveEntryError, DriveIOError, MissingEntryError
 from aklited.errors import BundleError, TrustError
 from aklited.status import StatusCode
+from aklited.tuf.errors import security_error
 from aklited.tuf.keys import Dialect
 from aklited.tuf.metadata import (
     Root,
     TargetFile,
+    brief,
     format_time,
     parse_envelope,
 )
@@ -48,6 +51,11 @@ _COMMIT = re.compile(r"[0-9a-f]{64}")
 _EXPIRES = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 # std::stoi(s, nullptr, 0): optional sign, then hex ("0x"), octal (leading 0) or decimal.
 _STOI = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+# stoi returns an int and throws out_of_range beyond it; the journal keeps 64-bit integers.
+VERSION_MIN, VERSION_MAX = -(2**31), 2**31 - 1
+# More significant digits than any in-range value has in base 8 (11): out of range
+# without int(), which refuses decimal strings over 4300 digits with a ValueError.
+_MAX_VERSION_DIGITS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,14 @@ class BundleLayout:
             raise TrustError(
                 f"{src_dir}: no such bundle directory", code=StatusCode.METADATA_NOT_FOUND
             )
-        if not (root / "tuf").is_dir():
+        try:
+            with BundleFiles(root) as files:
+                has_tuf = files.is_dir("tuf")
+        except DriveIOError as e:
+            raise TrustError(str(e), code=StatusCode.TUF_UPDATE_FAILED) from e
+        except DriveEntryError as e:
+            raise TrustError(str(e), code=StatusCode.SECURITY_ERROR) from e
+        if not has_tuf:
             raise TrustError(
                 f"{src_dir}/tuf: missing; this is not an offline update bundle",
                 code=StatusCode.METADATA_NOT_FOUND,
@@ -258,6 +273,15 @@ def verify_bundle_sync(
         targets_version=metadata.targets.version,
         from_store=metadata.from_store,
     )
+    if metadata.from_store:
+        # The outcome that follows (often "already installed") would hide why the drive's
+        # newer-looking target was not considered: its metadata is older than the device's.
+        log.warning(
+            "the drive's TUF metadata is older than the device's; "
+            "the device's stored metadata was used instead",
+            reason=metadata.rollback,
+            bundle=str(layout.root),
+        )
     return VerifiedBundle(layout=layout, metadata=metadata, manifest=manifest)
 
 
@@ -291,22 +315,42 @@ async def verify_bundle(
     )
 
 
-def parse_version(value: object) -> int | None:
-    """``custom.version`` as aktualizr-lite reads it (``std::stoi(s, nullptr, 0)``)."""
+def parse_version(value: object, *, target: str = "") -> int | None:
+    """``custom.version`` as aktualizr-lite reads it (``std::stoi(s, nullptr, 0)``).
+
+    Args:
+        value: The ``custom.version`` value.
+        target: The target's name, for the message.
+
+    Returns:
+        The version, or None when stoi finds no number.
+
+    Raises:
+        TrustError: 11 when the number is outside stoi's int range
+            (:data:`VERSION_MIN`..:data:`VERSION_MAX`): the signed metadata is malformed.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if not isinstance(value, str) or not (match := _STOI.match(value)):
+        number: int | None = value
+    elif not isinstance(value, str) or not (match := _STOI.match(value)):
         return None
-    sign, digits = match.groups()
-    number = (
-        int(digits, 16)
-        if digits[:2].lower() == "0x"
-        else int(digits, 8 if digits[0] == "0" else 10)
-    )
-    return -number if sign == "-" else number
+    else:
+        sign, digits = match.groups()
+        base = 16 if digits[:2].lower() == "0x" else 8 if digits[0] == "0" else 10
+        significant = (digits[2:] if base == 16 else digits).lstrip("0")
+        number = None
+        if len(significant) <= _MAX_VERSION_DIGITS:
+            number = int(significant or "0", base) * (-1 if sign == "-" else 1)
+    if number is None or not VERSION_MIN <= number <= VERSION_MAX:
+        raise security_error(
+            "tuf/targets.json",
+            f"target {target}: custom.version {brief(value)} is outside "
+            f"{VERSION_MIN}..{VERSION_MAX}",
+        )
+    return number
 
 
-def _target_apps(custom: Mapping[str, Any]) -> dict[str, str]:
+def target_apps(custom: Mapping[str, Any]) -> dict[str, str]:
+    """A target's ``docker_compose_apps`` as app name -> URI."""
     apps = custom.get("docker_compose_apps")
     if not isinstance(apps, dict):
         return {}
@@ -321,7 +365,7 @@ def required_apps(target: TargetFile, device: DeviceFacts) -> dict[str, str]:
     """The target apps the device must run: the offline shortlist within the device's."""
     if not device.with_apps:
         return {}
-    apps = _target_apps(target.custom)
+    apps = target_apps(target.custom)
     fetched = target.custom.get("fetched-apps")
     if isinstance(fetched, dict) and "uri" in fetched:
         if fetched["uri"] in (None, ""):
@@ -340,7 +384,8 @@ def matching_targets(bundle: VerifiedBundle, device: DeviceFacts) -> list[Target
     Raises:
         BundleError: 6 when none fits.
     """
-    targets = bundle.metadata.targets.signed.targets
+    # Top-level and delegated targets, as the TUF search resolves them.
+    targets = bundle.metadata.all_targets
     named = [targets[name] for name in bundle.manifest.targets if name in targets]
     if not named:
         raise BundleError(
@@ -370,20 +415,29 @@ def _fits(target: TargetFile, device: DeviceFacts) -> bool:
             t for t in tags if isinstance(t, str)
         }:
             return False
-    return parse_version(custom.get("version")) is not None
+    return parse_version(custom.get("version"), target=target.name) is not None
 
 
 def bundle_app_uris(layout: BundleLayout) -> set[str]:
     """Every app URI the bundle holds (contents of ``apps/apps/*/*/uri``).
 
     Raises:
-        TrustError: 11 for a uri file that leaves the bundle or is not a regular file.
+        BundleError: 70 for an entry that leaves the bundle or is not what it should be
+            (a uri that is no regular file, ``apps/`` a link out), 50 for an I/O error.
     """
     uris: set[str] = set()
-    for path in sorted(layout.apps_dir.glob("apps/*/*/uri")):
-        data = read_bounded(path, limit=MAX_APP_URI_BYTES, boundary=layout.root)
-        if data is not None:
-            uris.add(data.decode("utf-8", errors="replace").strip())
+    try:
+        with BundleFiles(layout.root) as files:
+            for relative in files.walk_files("apps/apps", ("*", "*", "uri")):
+                try:
+                    data = files.read(relative, limit=MAX_APP_URI_BYTES)
+                except MissingEntryError:
+                    continue  # a dangling link inside the bundle: that app version is absent
+                uris.add(data.decode("utf-8", errors="replace").strip())
+    except DriveIOError as e:
+        raise BundleError(f"{e}; check the drive", code=StatusCode.DOWNLOAD_FAILED) from e
+    except DriveEntryError as e:
+        raise BundleError(str(e), code=StatusCode.VERIFICATION_FAILED) from e
     return uris
 
 
@@ -430,7 +484,9 @@ def select_target_sync(
     uris = bundle_app_uris(bundle.layout) if device.with_apps else set()
     # Highest version first; aktualizr-lite installs the newest target the bundle holds.
     ordered = sorted(
-        fitting, key=lambda t: parse_version(t.custom.get("version")) or 0, reverse=True
+        fitting,
+        key=lambda t: parse_version(t.custom.get("version"), target=t.name) or 0,
+        reverse=True,
     )
     first_problem: str | None = None
     for target in ordered:
@@ -451,7 +507,7 @@ def _chosen(
     *,
     force: bool,
 ) -> SelectedTarget:
-    version = parse_version(target.custom.get("version"))
+    version = parse_version(target.custom.get("version"), target=target.name)
     assert version is not None  # _fits() dropped targets without a version
     raw_tags = target.custom.get("tags")
     tags = tuple(t for t in raw_tags if isinstance(t, str)) if isinstance(raw_tags, list) else ()

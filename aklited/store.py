@@ -35,6 +35,9 @@ from aklited.errors import AkliteError, StoreError
 APPLICATION_ID = 0x616B6C64
 SQLITE_HEADER = b"SQLite format 3\x00"
 TUF_ROLES = ("root", "timestamp", "snapshot", "targets")
+# Delegated targets roles are kept as "delegated:<name>" (aklited.tuf.storage.delegated_key);
+# the name is the repository's choice, so it only ever travels as a bound parameter.
+TUF_DELEGATED_PREFIX = "delegated:"
 
 # Each entry upgrades the schema from version i to i + 1; never edit a released entry.
 MIGRATIONS: tuple[str, ...] = (
@@ -489,8 +492,11 @@ class Store:
 
 
 def _check_role(role: str) -> None:
-    if role not in TUF_ROLES:
-        raise ValueError(f"unknown TUF role {role!r}")
+    if role in TUF_ROLES or (
+        role.startswith(TUF_DELEGATED_PREFIX) and len(role) > len(TUF_DELEGATED_PREFIX)
+    ):
+        return
+    raise ValueError(f"unknown TUF role {role!r}")
 
 
 def _append_event(

@@ -65,7 +65,14 @@ class BundleTrust:
             apps=dict(selected.apps),
             custom=dict(selected.custom),
             tag=bundle.manifest.tag or None,
+            note=_rollback_note(bundle.metadata.rollback),
         )
+
+
+def _rollback_note(rollback: str | None) -> str | None:
+    if rollback is None:
+        return None
+    return f"the drive's TUF metadata is older than the device's ({rollback}); stored metadata used"
 
 
 class OstreeRootfs:

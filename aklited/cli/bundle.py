@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aklited.bundle import BUNDLE_TARGETS, check_bundle_targets
+from aklited.bundle import BUNDLE_TARGETS, check_bundle_targets, target_apps
 from aklited.bundlemaker.build import BuildError, BundleOptions, TargetSpec, create_bundle
 from aklited.bundlemaker.keys import KeyKind
 from aklited.bundlemaker.signing import (
@@ -29,6 +29,7 @@ from aklited.bundlemaker.signing import (
 )
 from aklited.errors import AkliteError, TrustError
 from aklited.log import configure_logging
+from aklited.ostree import verify_bundle_commit
 from aklited.status import StatusCode
 from aklited.tuf.metadata import format_time, load_json
 from aklited.tuf.source import DEFAULT_LIMITS, DirectorySource, read_bounded
@@ -45,6 +46,9 @@ Typical use:
       --hwid raspberrypi4-64 --ostree-commit <sha256> --ostree-repo ./repo --tag main
   aklite-bundle show ./bundle
   aklite-bundle verify ./bundle/tuf --trusted ./trusted   # seed ./trusted with root.json
+
+verify refuses (11) a drive whose timestamp or snapshot is older than the trusted copy;
+--allow-stored accepts it and uses the trusted copy instead, as a device does.
 
 Copy keys/1.root.json to the device as <uptane_metadata_path>/<ci|prod>/1.root.json so it
 trusts bundles signed with these keys.
@@ -143,6 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("tuf_dir", type=Path, help="the bundle's tuf/ directory")
     verify.add_argument(
         "--trusted", type=Path, required=True, help="trusted directory (seed it with root.json)"
+    )
+    verify.add_argument(
+        "--content",
+        action="store_true",
+        help="also verify every byte an install would verify, for every target the bundle "
+        "names: the OSTree commit object by object, every app blob, manifest and archive",
+    )
+    verify.add_argument(
+        "--platform",
+        default=None,
+        help="with --content: the device platform app images are chosen for "
+        "(e.g. linux/arm64; default: this machine's)",
+    )
+    verify.add_argument(
+        "--allow-stored",
+        action="store_true",
+        help="when the drive's metadata is older than the trusted directory's (a rollback), "
+        "use the trusted copy as the device does instead of failing with 11",
     )
     return parser
 
@@ -249,14 +271,21 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def verify_tuf_dir(tuf_dir: Path, trusted: Path) -> dict[str, Any]:
+def verify_tuf_dir(tuf_dir: Path, trusted: Path, *, allow_stored: bool = False) -> dict[str, Any]:
     """Run the workflow on ``tuf_dir`` with the trusted directory ``trusted``.
 
+    Args:
+        tuf_dir: The drive's ``tuf/`` directory.
+        trusted: The trusted directory.
+        allow_stored: A ``tuf_dir`` older than ``trusted`` falls back to the trusted copy
+            (the device's behaviour) instead of failing.
+
     Returns:
-        A JSON-ready summary: versions, the bundle manifest (if any) and the targets.
+        A JSON-ready summary: versions, the bundle manifest (if any), every target the
+        delegation search resolves, and ``rollback`` when the trusted copy was used.
 
     Raises:
-        TrustError: 4, 11, 12, 14 or 15.
+        TrustError: 4, 11 (a rollback too, unless ``allow_stored``), 12, 14 or 15.
     """
     if not (trusted / "root.json").is_file():
         raise TrustError(
@@ -265,7 +294,10 @@ def verify_tuf_dir(tuf_dir: Path, trusted: Path) -> dict[str, Any]:
         )
     source = DirectorySource(tuf_dir, boundary=Path(os.path.realpath(tuf_dir)).parent)
     workflow = TrustWorkflow(
-        source=source, store=DirectoryTrustStore(trusted), label_prefix=f"{tuf_dir.name}/"
+        source=source,
+        store=DirectoryTrustStore(trusted),
+        fallback_to_store=allow_stored,
+        label_prefix=f"{tuf_dir.name}/",
     )
     root = workflow.update_root()
     bundle: dict[str, Any] | None = None
@@ -296,12 +328,54 @@ def _summary(verified: VerifiedMetadata, bundle: dict[str, Any] | None) -> dict[
         "snapshot_version": verified.snapshot.version,
         "targets_version": verified.targets.version,
         "from_store": verified.from_store,
+        "rollback": verified.rollback,
         "bundle": bundle,
+        "delegated_roles": {name: role.version for name, role in verified.delegated.items()},
+        "delegations_truncated": verified.delegations_truncated,
         "targets": {
-            name: {"length": t.length, "hashes": dict(t.hashes), "custom": dict(t.custom)}
-            for name, t in verified.targets.signed.targets.items()
+            name: {
+                "length": t.length,
+                "hashes": dict(t.hashes),
+                "custom": dict(t.custom),
+                "role": verified.target_roles[name],
+            }
+            for name, t in verified.all_targets.items()
         },
     }
+
+
+async def verify_bundle_content(
+    bundle: Path, summary: dict[str, Any], *, platform: str | None
+) -> dict[str, str]:
+    """Verify the content of every target the bundle names (all targets when it names none).
+
+    Returns:
+        Per target, what was verified.
+
+    Raises:
+        AkliteError: 8 content missing, 50 the drive cannot be read, 70 content unsafe or
+            not matching, as an install would answer.
+    """
+    names = summary["bundle"]["targets"] if summary["bundle"] else sorted(summary["targets"])
+    result: dict[str, str] = {}
+    for name in names:
+        target = summary["targets"].get(name)
+        if target is None:
+            continue
+        commit = str(target["hashes"].get("sha256", ""))
+        objects = await verify_bundle_commit(bundle / "ostree_repo", commit, boundary=bundle)
+        done = [f"OSTree commit {commit[:12]}: {objects} file objects verified"]
+        apps = target_apps(target["custom"])
+        if apps:
+            from aklited.apps.adapter import ComposeApps  # noqa: PLC0415 - Docker libraries
+            from aklited.apps.platforms import Platform  # noqa: PLC0415
+
+            reader = ComposeApps(platform=Platform.parse(platform) if platform else None)
+            verified = await reader.verify(bundle / "apps", apps)
+            blobs = sum(len(app.blobs()) for app in verified)
+            done.append(f"{len(verified)} apps verified ({blobs} blobs)")
+        result[name] = "; ".join(done)
+    return result
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -330,7 +404,20 @@ async def _run(args: argparse.Namespace) -> int:
         case "show":
             return await asyncio.to_thread(_show, args)
         case _:
-            summary = await asyncio.to_thread(verify_tuf_dir, args.tuf_dir, args.trusted)
+            summary = await asyncio.to_thread(
+                verify_tuf_dir, args.tuf_dir, args.trusted, allow_stored=args.allow_stored
+            )
+            if args.content:
+                tuf_dir = Path(await asyncio.to_thread(os.path.realpath, args.tuf_dir))
+                summary["content"] = await verify_bundle_content(
+                    tuf_dir.parent, summary, platform=args.platform
+                )
+            if summary["rollback"] is not None:
+                print(
+                    f"note: {summary['rollback']}; the trusted directory's metadata was used "
+                    "instead (--allow-stored)",
+                    file=sys.stderr,
+                )
             print(json.dumps(summary, indent=2, sort_keys=True))
             return 0
 

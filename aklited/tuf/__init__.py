@@ -4,6 +4,7 @@
 * :mod:`~aklited.tuf.keys`: public keys and signature checks.
 * :mod:`~aklited.tuf.metadata`: parsing into typed, immutable values.
 * :mod:`~aklited.tuf.trusted`: the forward-only trusted set (checks only, no I/O).
+* :mod:`~aklited.tuf.delegations`: which role provides a target (delegation search).
 * :mod:`~aklited.tuf.workflow`: the client workflow on a source, persisting what verified.
 * :mod:`~aklited.tuf.source` / :mod:`~aklited.tuf.storage`: where metadata is read and kept.
 """

@@ -16,25 +16,38 @@ class MetadataRollbackError(TrustError):
     default_code = StatusCode.SECURITY_ERROR
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped.
+
+    Names in messages (targets, delegated roles) come from the metadata itself; a newline
+    in one must not split the one-line message a script or a log reader relies on.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def security_error(filename: str, reason: str) -> TrustError:
     """A metadata file failed a check or cannot be parsed (11)."""
-    return TrustError(f"{filename}: {reason}", code=StatusCode.SECURITY_ERROR)
+    return TrustError(one_line(f"{filename}: {reason}"), code=StatusCode.SECURITY_ERROR)
 
 
 def expired_error(filename: str, expires: str) -> TrustError:
     """A metadata file has expired (12)."""
     return TrustError(
-        f"{filename}: expired at {expires}; make a new bundle or check the device clock",
+        one_line(f"{filename}: expired at {expires}; make a new bundle or check the device clock"),
         code=StatusCode.METADATA_EXPIRED,
     )
 
 
 def missing_error(filename: str, reason: str = "is missing") -> TrustError:
     """A required metadata file is absent (14)."""
-    return TrustError(f"{filename}: {reason}", code=StatusCode.METADATA_NOT_FOUND)
+    return TrustError(one_line(f"{filename}: {reason}"), code=StatusCode.METADATA_NOT_FOUND)
 
 
 def io_error(filename: str, err: OSError) -> TrustError:
     """Reading the medium failed (4): not the metadata's fault."""
     reason = err.strerror or type(err).__name__
-    return TrustError(f"{filename}: cannot be read: {reason}", code=StatusCode.TUF_UPDATE_FAILED)
+    return TrustError(
+        one_line(f"{filename}: cannot be read: {reason}"), code=StatusCode.TUF_UPDATE_FAILED
+    )

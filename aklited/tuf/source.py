@@ -1,8 +1,9 @@
 """Where metadata comes from: a pluggable source, and a bounded reader for directories.
 
-A source answers ``fetch_root(v)``, ``fetch_timestamp()``, ``fetch_snapshot(v)`` and
-``fetch_targets(v)`` with the file's bytes, or None when it has no such file. The methods
-are synchronous and may block: the workflow runs in a worker thread.
+A source answers ``fetch_root(v)``, ``fetch_timestamp()``, ``fetch_snapshot(v)``,
+``fetch_targets(v)`` and ``fetch_delegated(role, v)`` with the file's bytes, or None when
+it has no such file. The methods are synchronous and may block: the workflow runs in a
+worker thread.
 
 Files on removable media are untrusted: :func:`read_bounded` never reads more than the
 role's limit + 1 bytes, refuses anything that is not a regular file, and refuses symlinks
@@ -11,14 +12,14 @@ that lead outside the bundle.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from aklited.drivefs import BundleFiles, DriveIOError, MissingEntryError, UnsafeEntryError
 from aklited.tuf.errors import io_error, security_error
+from aklited.tuf.metadata import delegated_filename
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -57,6 +58,10 @@ class MetadataSource(Protocol):
         """Return the targets the snapshot names (``version``), or None when absent."""
         ...
 
+    def fetch_delegated(self, role: str, version: int) -> bytes | None:
+        """Return delegated targets role ``role`` at ``version``, or None when absent."""
+        ...
+
 
 def read_bounded(
     path: Path, *, limit: int, boundary: Path, label: str | None = None
@@ -77,41 +82,29 @@ def read_bounded(
             oversized file; 4 for an I/O error.
     """
     name = label or _relative_name(path, boundary)
+    relative = _inside(path, boundary)
+    if relative is None:
+        raise security_error(name, f"lies outside {boundary}")
     try:
-        if not os.path.lexists(path):
-            return None
-        # realpath, not Path.resolve(): a symlink loop must be refused, not crash the reader.
-        resolved = Path(os.path.realpath(path))
-        inside = resolved.is_relative_to(os.path.realpath(boundary))
-    except OSError as e:
-        raise io_error(name, e) from e
-    if not inside:
-        raise security_error(name, f"leads to {resolved}, outside {boundary}")
-    # O_NONBLOCK: a FIFO planted on the drive must not hang the open.
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(resolved, flags)
-    except FileNotFoundError:
-        return None  # a dangling symlink inside the bundle: the file is absent
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise security_error(name, "is a symlink loop") from e
-        raise io_error(name, e) from e
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise security_error(name, "is not a regular file")
-        if info.st_size > limit:
-            raise security_error(name, f"is {info.st_size} bytes, over the {limit}-byte limit")
-        with os.fdopen(fd, "rb", closefd=False) as stream:
-            data = stream.read(limit + 1)
-    except OSError as e:
-        raise io_error(name, e) from e
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise security_error(name, f"is over the {limit}-byte limit")
-    return data
+        with BundleFiles(boundary) as files:
+            return files.read(relative, limit=limit)
+    except MissingEntryError:
+        return None
+    except DriveIOError as e:
+        raise io_error(name, e.error) from e
+    except UnsafeEntryError as e:
+        raise security_error(name, e.reason) from e
+
+
+def _inside(path: Path, boundary: Path) -> str | None:
+    """``path`` relative to ``boundary``; the caller may spell either through links."""
+    for candidate, base in (
+        (path, boundary),
+        (Path(os.path.realpath(path.parent)) / path.name, Path(os.path.realpath(boundary))),
+    ):
+        if candidate.is_relative_to(base):
+            return candidate.relative_to(base).as_posix()
+    return None
 
 
 def _relative_name(path: Path, boundary: Path) -> str:
@@ -162,6 +155,19 @@ class DirectorySource:
         del version
         return self._read("targets.json", self.limits.targets)
 
+    def fetch_delegated(self, role: str, version: int) -> bytes | None:
+        """Return ``<quote(role)>.json`` (unversioned, like targets.json) or None.
+
+        Raises:
+            TrustError: 11 when ``role`` cannot be a file name safely.
+        """
+        del version
+        try:
+            name = delegated_filename(role)
+        except ValueError as e:
+            raise security_error(_relative_name(self.directory, self.boundary), str(e)) from e
+        return self._read(name, self.limits.targets)
+
     def fetch_bundle_targets(self) -> bytes | None:
         """Return ``bundle-targets.json`` or None."""
         return self._read("bundle-targets.json", self.limits.bundle_targets)
@@ -169,12 +175,16 @@ class DirectorySource:
     def root_versions(self) -> list[int]:
         """Versions of the ``N.root.json`` files present, ascending."""
         versions: list[int] = []
+        label = _relative_name(self.directory, self.boundary)
         try:
-            names = [entry.name for entry in self.directory.iterdir()]
-        except FileNotFoundError:
+            with BundleFiles(self.boundary) as files:
+                names = files.list_dir(self.directory.relative_to(self.boundary).as_posix())
+        except MissingEntryError:
             return []
-        except OSError as e:
-            raise io_error(str(self.directory), e) from e
+        except DriveIOError as e:
+            raise io_error(label, e.error) from e
+        except (UnsafeEntryError, ValueError) as e:
+            raise security_error(label, str(getattr(e, "reason", e))) from e
         for name in names:
             stem = name.removesuffix(".root.json")
             if stem != name and stem.isdigit() and stem.isascii():

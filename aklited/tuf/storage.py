@@ -4,10 +4,14 @@ The workflow persists a role only after it verified, through three calls that th
 journal (:class:`aklited.store.Store`) provides too. Two small implementations live here:
 
 * :class:`DirectoryTrustStore`: unversioned ``root.json``, ``timestamp.json``,
-  ``snapshot.json``, ``targets.json`` in one directory, each replaced atomically with the
-  exact bytes that verified (``aklite-bundle verify --trusted DIR``).
+  ``snapshot.json``, ``targets.json`` and ``<quote(name)>.json`` per delegated role in one
+  directory (python-tuf's layout), each replaced atomically with the exact bytes that
+  verified (``aklite-bundle verify --trusted DIR``).
 * :class:`OverlayTrustStore`: reads fall through to another store, writes stay in memory;
   it makes a check read-only.
+
+A delegated role is stored under the key ``delegated:<name>`` (:func:`delegated_key`), so
+no role name, however chosen by the repository, can stand for a top-level role.
 """
 
 from __future__ import annotations
@@ -17,9 +21,16 @@ from typing import Protocol
 
 from aklited.fsutil import atomic_write, fsync_dir
 from aklited.tuf.errors import io_error
+from aklited.tuf.metadata import delegated_filename
 from aklited.tuf.source import DEFAULT_LIMITS, read_bounded
 
 ROLES = ("root", "timestamp", "snapshot", "targets")
+DELEGATED_PREFIX = "delegated:"
+
+
+def delegated_key(name: str) -> str:
+    """The store key of delegated targets role ``name``."""
+    return f"{DELEGATED_PREFIX}{name}"
 
 
 class TrustStore(Protocol):
@@ -39,6 +50,8 @@ class TrustStore(Protocol):
 
 
 def _limit_for(role: str) -> int:
+    if role.startswith(DELEGATED_PREFIX):
+        return DEFAULT_LIMITS.targets
     return int(getattr(DEFAULT_LIMITS, role))
 
 
@@ -52,9 +65,13 @@ class DirectoryTrustStore:
         self.directory = directory
 
     def _path(self, role: str) -> Path:
-        if role not in ROLES:
+        if role in ROLES:
+            return self.directory / f"{role}.json"
+        name = role.removeprefix(DELEGATED_PREFIX)
+        if name == role:
             raise ValueError(f"unknown role {role!r}")
-        return self.directory / f"{role}.json"
+        # Raises ValueError for a name the workflow should have refused already.
+        return self.directory / delegated_filename(name)
 
     def tuf_latest(self, role: str) -> bytes | None:
         """Return ``<role>.json`` or None."""

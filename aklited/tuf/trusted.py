@@ -11,23 +11,28 @@ Example::
     trusted.update_timestamp(timestamp_bytes)
     trusted.update_snapshot(snapshot_bytes)
     trusted.update_targets(targets_bytes)
+    trusted.update_delegated_targets(role_bytes, role="fw", delegator="targets", ...)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from aklited.errors import TrustError
 from aklited.status import StatusCode
 from aklited.tuf.errors import MetadataRollbackError, expired_error, security_error
-from aklited.tuf.keys import Dialect
+from aklited.tuf.keys import Dialect, PublicKey
 from aklited.tuf.metadata import (
     Envelope,
     Metadata,
+    RoleKeys,
     Root,
     Snapshot,
     Targets,
     Timestamp,
+    brief,
+    delegated_filename,
     detect_dialect,
     format_time,
     parse_envelope,
@@ -38,18 +43,25 @@ from aklited.tuf.metadata import (
 )
 
 
-def verify_role(envelope: Envelope, root: Root, role: str) -> None:
-    """Check that ``envelope`` carries a threshold of valid signatures by ``role``'s keys.
+def verify_signatures(
+    envelope: Envelope, keys: Mapping[str, PublicKey], spec: RoleKeys, *, signers: str
+) -> None:
+    """Check that ``envelope`` carries ``spec.threshold`` valid signatures by ``spec``'s keys.
 
     Each distinct key counts once, however many key ids name it.
+
+    Args:
+        envelope: The file.
+        keys: Key ids to keys (a root's, or a delegator's ``delegations.keys``).
+        spec: The key ids allowed to sign and how many must.
+        signers: Who those keys are, for the message (``"targets keys of root v3"``).
 
     Raises:
         TrustError: 11 when the threshold is not met.
     """
-    spec = root.roles[role]
     valid: set[bytes] = set()
     for keyid, signature in envelope.signatures:
-        key = root.keys.get(keyid)
+        key = keys.get(keyid)
         if keyid not in spec.keyids or key is None or signature is None:
             continue
         if key.verify(signature, envelope.signed_bytes):
@@ -57,9 +69,19 @@ def verify_role(envelope: Envelope, root: Root, role: str) -> None:
     if len(valid) < spec.threshold:
         raise security_error(
             envelope.filename,
-            f"{len(valid)} valid signature(s) by {role} keys of root v{root.version}, "
-            f"{spec.threshold} required",
+            f"{len(valid)} valid signature(s) by {signers}, {spec.threshold} required",
         )
+
+
+def verify_role(envelope: Envelope, root: Root, role: str) -> None:
+    """Check that ``envelope`` carries a threshold of valid signatures by ``role``'s keys.
+
+    Raises:
+        TrustError: 11 when the threshold is not met.
+    """
+    verify_signatures(
+        envelope, root.keys, root.roles[role], signers=f"{role} keys of root v{root.version}"
+    )
 
 
 def is_expired(expires: datetime, reference_time: datetime) -> bool:
@@ -98,6 +120,7 @@ class TrustedSet:
         self._timestamp: Metadata[Timestamp] | None = None
         self._snapshot: Metadata[Snapshot] | None = None
         self._targets: Metadata[Targets] | None = None
+        self._delegated: dict[str, Metadata[Targets]] = {}
 
     @property
     def root(self) -> Metadata[Root]:
@@ -118,6 +141,11 @@ class TrustedSet:
     def targets(self) -> Metadata[Targets] | None:
         """The trusted targets, if loaded."""
         return self._targets
+
+    @property
+    def delegated(self) -> Mapping[str, Metadata[Targets]]:
+        """Trusted delegated targets roles by name, in the order they were loaded."""
+        return self._delegated
 
     def update_root(self, raw: bytes, *, filename: str) -> Metadata[Root]:
         """Rotate to the next root (spec 5.3.4-5.3.9).
@@ -251,6 +279,75 @@ class TrustedSet:
         if is_expired(new.signed.expires, self.reference_time):
             raise expired_error(filename, format_time(new.signed.expires))
         self._targets = new
+
+    def update_delegated_targets(
+        self, raw: bytes, *, role: str, delegator: str, filename: str
+    ) -> Metadata[Targets]:
+        """Load delegated targets role ``role`` that ``delegator`` delegates (spec 5.6.7).
+
+        The checks of top-level targets apply, with the delegator's keys and threshold for
+        the role: length and hashes as snapshot.json lists ``<role>.json``, version equal
+        to the listed one (so rollback is the snapshot's check), then expiry. Nothing
+        changes when a check fails.
+
+        Raises:
+            RuntimeError: The delegator is not loaded yet (a programming error).
+            TrustError: 11 on a failed check, 12 when it or the snapshot expired.
+        """
+        snapshot = self._require_snapshot()
+        self._check_final_snapshot("snapshot.json")
+        spec, keys, signers = self._delegation(role, delegator, filename)
+        listed = snapshot.signed.meta.get(f"{role}.json")
+        if listed is None:
+            raise security_error(
+                filename, f"is delegated by {delegator} but snapshot.json does not list it"
+            )
+        envelope = parse_envelope(raw, role="targets", filename=filename, dialect=self.dialect)
+        checkable = listed.length is not None or bool(listed.hashes)
+        if checkable and (problem := envelope.matches(listed.length, listed.hashes)):
+            raise security_error(filename, f"{problem} in snapshot.json")
+        new = parse_targets(envelope)
+        verify_signatures(envelope, keys, spec, signers=signers)
+        if new.version != listed.version:
+            raise security_error(
+                filename, f"has version {new.version}, snapshot.json lists {listed.version}"
+            )
+        if is_expired(new.signed.expires, self.reference_time):
+            raise expired_error(filename, format_time(new.signed.expires))
+        self._delegated[role] = new
+        return new
+
+    def verify_delegation(self, role: str, delegator: str) -> None:
+        """Check a loaded delegated role against one more delegator of it.
+
+        A role that two roles delegate must satisfy the keys and threshold of each, as a
+        search reaching it through either would check.
+
+        Raises:
+            RuntimeError: ``role`` or the delegator is not loaded (a programming error).
+            TrustError: 11 when the threshold is not met.
+        """
+        loaded = self._delegated.get(role)
+        if loaded is None:
+            raise RuntimeError(f"delegated role {role!r} is not loaded")
+        spec, keys, signers = self._delegation(role, delegator, loaded.envelope.filename)
+        verify_signatures(loaded.envelope, keys, spec, signers=signers)
+
+    def _delegation(
+        self, role: str, delegator: str, filename: str
+    ) -> tuple[RoleKeys, Mapping[str, PublicKey], str]:
+        parent = self._targets if delegator == "targets" else self._delegated.get(delegator)
+        if parent is None:
+            raise RuntimeError(f"load the delegator {delegator!r} first")
+        delegations = parent.signed.delegations
+        spec = delegations.keys_for(role) if delegations is not None else None
+        if delegations is None or spec is None:
+            raise security_error(filename, f"{delegator} does not delegate {brief(role)}")
+        try:
+            delegated_filename(role)
+        except ValueError as e:
+            raise security_error(filename, str(e)) from e
+        return spec, delegations.keys, f"keys {delegator} delegates it to"
 
     def _require_timestamp(self) -> Metadata[Timestamp]:
         timestamp = self._timestamp

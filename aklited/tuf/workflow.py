@@ -9,13 +9,19 @@ Policy lives here, checks live in :class:`~aklited.tuf.trusted.TrustedSet`:
 * each role is saved to the store as soon as it verified, so a later failure keeps what
   was proven;
 * a source older than the store (rollback) falls back to the stored metadata when that
-  still verifies and has not expired, as aktualizr-lite does for offline bundles.
+  still verifies and has not expired, as aktualizr-lite does for offline bundles, and the
+  result says so (``from_store`` and ``rollback``); ``fallback_to_store=False`` refuses it;
+* delegated targets roles (TUF dialect) are walked depth first from the top-level targets
+  in delegation order, each verified with its delegator's keys, checked against snapshot
+  meta and expiry, and saved; every role any delegation reaches must be valid, at most
+  ``max_delegations`` of them are loaded, and the targets are then resolved as the TUF
+  search would (:mod:`aklited.tuf.delegations`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,11 +29,20 @@ import structlog
 
 from aklited.errors import TrustError
 from aklited.status import StatusCode
+from aklited.tuf.delegations import MAX_DELEGATIONS, TOP_LEVEL, resolve_targets
 from aklited.tuf.errors import MetadataRollbackError, missing_error, security_error
 from aklited.tuf.keys import Dialect
-from aklited.tuf.metadata import Metadata, Root, Snapshot, Targets, Timestamp
+from aklited.tuf.metadata import (
+    Metadata,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+    delegated_filename,
+)
 from aklited.tuf.source import DirectorySource, MetadataSource
-from aklited.tuf.storage import TrustStore
+from aklited.tuf.storage import TrustStore, delegated_key
 from aklited.tuf.trusted import TrustedSet
 
 log = structlog.get_logger(__name__)
@@ -44,10 +59,18 @@ class VerifiedMetadata:
         root: The final root.
         timestamp: The trusted timestamp.
         snapshot: The trusted snapshot.
-        targets: The trusted targets.
+        targets: The trusted top-level targets.
         from_store: True when the source was older than the device's metadata and the
             stored copy was used instead (aktualizr-lite's ``CHECKIN_OK_CACHED``).
         rotations: How many roots the source rotated through.
+        rollback: With ``from_store``: the one-line message naming the source's file
+            that is older than the stored one, and both versions.
+        delegated: Trusted delegated targets roles by name, in search order.
+        all_targets: Every target the search resolves, top-level and delegated, to the
+            entry of the role that provides it.
+        target_roles: For each of ``all_targets``, the role that provides it.
+        delegations_truncated: More roles were delegated than ``max_delegations``; the
+            ones not loaded provide no targets.
     """
 
     dialect: Dialect
@@ -57,6 +80,11 @@ class VerifiedMetadata:
     targets: Metadata[Targets]
     from_store: bool
     rotations: int
+    rollback: str | None = None
+    delegated: Mapping[str, Metadata[Targets]] = field(default_factory=dict)
+    all_targets: Mapping[str, TargetFile] = field(default_factory=dict)
+    target_roles: Mapping[str, str] = field(default_factory=dict)
+    delegations_truncated: bool = False
 
 
 class TrustWorkflow:
@@ -73,6 +101,7 @@ class TrustWorkflow:
         reference_time: datetime | None = None,
         provisioned_roots: Path | None = None,
         max_rotations: int = MAX_ROOT_ROTATIONS,
+        max_delegations: int = MAX_DELEGATIONS,
         fallback_to_store: bool = True,
         label_prefix: str = "",
     ) -> None:
@@ -83,7 +112,9 @@ class TrustWorkflow:
         provisioned_roots: Directory of pre-provisioned ``N.root.json`` used when the
             store has no root yet.
         max_rotations: Most root versions one run may rotate through.
-        fallback_to_store: Use stored metadata when the source is older (rollback).
+        max_delegations: Most delegated targets roles one run loads.
+        fallback_to_store: Use stored metadata when the source is older (rollback);
+            False refuses it (11, :class:`MetadataRollbackError`).
         label_prefix: Prefix of file names in messages (``"tuf/"``).
         """
         self.source = source
@@ -91,6 +122,7 @@ class TrustWorkflow:
         self.reference_time = reference_time or datetime.now(UTC)
         self.provisioned_roots = provisioned_roots
         self.max_rotations = max_rotations
+        self.max_delegations = max_delegations
         self.fallback_to_store = fallback_to_store
         self.label_prefix = label_prefix
         self._trusted: TrustedSet | None = None
@@ -166,7 +198,8 @@ class TrustWorkflow:
             reference_time=self.reference_time,
             filename=str(self.provisioned_roots / f"{first}.root.json"),
         )
-        self.store.tuf_save("root", first, first_raw)
+        # The version inside the file, not the one in its name: only the former is range-checked.
+        self.store.tuf_save("root", trusted.root.version, first_raw)
         version = first + 1
         while (raw := provisioned.fetch_root(version)) is not None:
             trusted.update_root(raw, filename=str(self.provisioned_roots / f"{version}.root.json"))
@@ -225,7 +258,93 @@ class TrustWorkflow:
             raw = self._required(self.source.fetch_targets(listed), "targets.json")
             trusted.update_targets(raw, filename=f"{prefix}targets.json")
             self.store.tuf_save("targets", self._version(trusted.targets), raw)
-        return self._result(trusted, from_store=False)
+        truncated = self._load_delegations(trusted)
+        return self._result(trusted, truncated=truncated)
+
+    def _load_delegations(self, trusted: TrustedSet) -> bool:
+        """Load every delegated role the top-level targets reach, pre-order depth first.
+
+        Returns:
+            True when the walk stopped at ``max_delegations`` roles.
+
+        Raises:
+            TrustError: 11 failed check, 12 expired, 14 missing file, 4 I/O error.
+        """
+        targets = trusted.targets
+        assert targets is not None
+        if targets.signed.delegations is None:
+            return False
+        # Iterators, not lists: hash bins may number 2**32.
+        stack: list[tuple[str, Iterator[str]]] = [
+            (TOP_LEVEL, targets.signed.delegations.role_names())
+        ]
+        truncated = False
+        while stack and not truncated:
+            delegator, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+            elif child in trusted.delegated:
+                trusted.verify_delegation(child, delegator)
+            elif len(trusted.delegated) >= self.max_delegations:
+                truncated = True
+            else:
+                loaded = self._load_delegated(trusted, child, delegator)
+                if loaded.signed.delegations is not None:
+                    stack.append((child, loaded.signed.delegations.role_names()))
+        if truncated:
+            log.warning(
+                "delegated roles beyond the limit are not loaded; their targets are not offered",
+                limit=self.max_delegations,
+            )
+            self._verify_loaded_delegations(trusted)
+        return truncated
+
+    @staticmethod
+    def _verify_loaded_delegations(trusted: TrustedSet) -> None:
+        # The walk stopped early, so some delegations between loaded roles were never
+        # checked; a search may still follow them.
+        targets = trusted.targets
+        assert targets is not None
+        delegators = {TOP_LEVEL: targets, **trusted.delegated}
+        for delegator, metadata in delegators.items():
+            delegations = metadata.signed.delegations
+            if delegations is None:
+                continue
+            for child in trusted.delegated:
+                if delegations.keys_for(child) is not None:
+                    trusted.verify_delegation(child, delegator)
+
+    def _load_delegated(self, trusted: TrustedSet, role: str, delegator: str) -> Metadata[Targets]:
+        """The stored copy of ``role`` when still valid, else the source's (then saved)."""
+        key = delegated_key(role)
+        try:
+            filename = delegated_filename(role)
+        except ValueError as e:  # parse_targets refuses such names: defence in depth
+            parent = "targets.json" if delegator == TOP_LEVEL else delegated_filename(delegator)
+            raise security_error(f"{self.label_prefix}{parent}", str(e)) from e
+        stored = self.store.tuf_latest(key)
+        if stored is not None:
+            try:
+                return trusted.update_delegated_targets(
+                    stored, role=role, delegator=delegator, filename=f"trusted {filename}"
+                )
+            except TrustError as e:
+                log.debug("stored metadata not usable as final", role=role, reason=str(e))
+        label = f"{self.label_prefix}{filename}"
+        snapshot = trusted.snapshot
+        assert snapshot is not None
+        listed = snapshot.signed.meta.get(f"{role}.json")
+        if listed is None:
+            raise security_error(
+                label, f"is delegated by {delegator} but snapshot.json does not list it"
+            )
+        raw = self._required(self.source.fetch_delegated(role, listed.version), filename)
+        loaded = trusted.update_delegated_targets(
+            raw, role=role, delegator=delegator, filename=label
+        )
+        self.store.tuf_save(key, loaded.version, raw)
+        return loaded
 
     def _try_stored(self, role: str, load: Callable[[bytes], object]) -> bool:
         """Load the stored copy of ``role``; True when it is valid as the final one.
@@ -276,6 +395,7 @@ class TrustWorkflow:
             fresh.update_timestamp(stored_timestamp, filename="stored timestamp.json")
             fresh.update_snapshot(stored_snapshot, filename="stored snapshot.json", trusted=True)
             fresh.update_targets(stored_targets, filename="stored targets.json")
+            truncated = self._load_delegations(fresh)
         except TrustError as stored_error:
             log.warning("stored metadata unusable", reason=str(stored_error))
             raise TrustError(
@@ -283,18 +403,32 @@ class TrustWorkflow:
                 f"({stored_error.message})",
                 code=StatusCode.SECURITY_ERROR,
             ) from stored_error
-        log.warning("source metadata older than the device's; using stored", reason=error.message)
-        return self._result(fresh, from_store=True)
+        # Callers say it to their user (result.rollback): a warning here would say it twice.
+        log.info("source metadata older than the device's; using stored", reason=error.message)
+        return self._result(fresh, truncated=truncated, rollback=error.message)
 
-    def _result(self, trusted: TrustedSet, *, from_store: bool) -> VerifiedMetadata:
+    def _result(
+        self, trusted: TrustedSet, *, truncated: bool, rollback: str | None = None
+    ) -> VerifiedMetadata:
         timestamp, snapshot, targets = trusted.timestamp, trusted.snapshot, trusted.targets
         assert timestamp is not None and snapshot is not None and targets is not None
+        delegated = dict(trusted.delegated)
+        resolved = resolve_targets(
+            targets.signed,
+            {name: role.signed for name, role in delegated.items()},
+            max_delegations=self.max_delegations,
+        )
         return VerifiedMetadata(
             dialect=trusted.dialect,
             root=trusted.root,
             timestamp=timestamp,
             snapshot=snapshot,
             targets=targets,
-            from_store=from_store,
+            from_store=rollback is not None,
             rotations=self._rotations,
+            rollback=rollback,
+            delegated=delegated,
+            all_targets={name: found.target for name, found in resolved.items()},
+            target_roles={name: found.role for name, found in resolved.items()},
+            delegations_truncated=truncated,
         )

@@ -2,7 +2,8 @@
 
 ``TufRepo`` keeps python-tuf ``Metadata`` objects so a test can change any field and
 re-sign; ``files()`` serialises the set as an offline bundle's ``tuf/`` holds it.
-``oracle_verdict`` feeds the same bytes to python-tuf's ``TrustedMetadataSet``.
+``oracle_verdict`` feeds the same bytes to python-tuf's ``TrustedMetadataSet``;
+``oracle_targets`` runs python-tuf's ``Updater`` (delegation search included) on them.
 """
 
 from __future__ import annotations
@@ -12,23 +13,28 @@ import copy
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from securesystemslib.signer import CryptoSigner
 from tuf.api import exceptions as tuf_exceptions
 from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
     Metadata,
     MetaFile,
     Root,
     Snapshot,
+    SuccinctRoles,
     TargetFile,
     Targets,
     Timestamp,
 )
 from tuf.api.serialization.json import JSONSerializer
+from tuf.ngclient import FetcherInterface, Updater
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
 from tuf.ngclient.config import EnvelopeType
 
@@ -63,8 +69,13 @@ def signer(key_type: str, index: int) -> CryptoSigner:
     return _signer_pool(key_type)[index]
 
 
+def delegated_file(name: str) -> str:
+    """The file a delegated role is fetched as (python-tuf ngclient's encoding)."""
+    return f"{quote(name, '')}.json"
+
+
 class TufRepo:
-    """An in-memory TUF repository (top-level roles only)."""
+    """An in-memory TUF repository: top-level roles and optional delegated targets roles."""
 
     def __init__(
         self,
@@ -96,6 +107,9 @@ class TufRepo:
         self.targets = Metadata(Targets(expires=self.expires))
         self.snapshot = Metadata(Snapshot(expires=self.expires))
         self.timestamp = Metadata(Timestamp(expires=self.expires))
+        # Delegated roles in creation order, and who signs each.
+        self.delegated: dict[str, Metadata[Targets]] = {}
+        self.delegated_signers: dict[str, list[CryptoSigner]] = {}
 
     @staticmethod
     def _serialize(md: Metadata[Any]) -> bytes:
@@ -106,11 +120,77 @@ class TufRepo:
         for s in signers if signers is not None else self.signers[md.signed.type]:
             md.sign(s, append=True)
 
-    def add_target(self, name: str, custom: dict[str, Any], data: bytes = b"x") -> None:
-        """Add a target with Uptane-style ``custom``."""
+    def add_target(
+        self, name: str, custom: dict[str, Any], data: bytes = b"x", *, role: str = "targets"
+    ) -> None:
+        """Add a target with Uptane-style ``custom`` to ``role`` (top-level or delegated)."""
         target = TargetFile.from_data(name, data, ["sha256"])
         target.unrecognized_fields["custom"] = custom
-        self.targets.signed.targets[name] = target
+        self.role(role).signed.targets[name] = target
+
+    def role(self, name: str) -> Metadata[Targets]:
+        """The top-level targets (``"targets"``) or a delegated role."""
+        return self.targets if name == "targets" else self.delegated[name]
+
+    def delegate(
+        self,
+        delegator: str,
+        name: str,
+        *,
+        paths: list[str] | None = None,
+        path_hash_prefixes: list[str] | None = None,
+        terminating: bool = False,
+        signers: list[CryptoSigner] | None = None,
+        threshold: int = 1,
+    ) -> Metadata[Targets]:
+        """Make ``delegator`` delegate ``name`` (appended: last in search order).
+
+        ``paths`` defaults to ``["*"]`` unless hash prefixes are given. The role's
+        metadata is created on first delegation; its signers default to key 5.
+        """
+        if paths is None and path_hash_prefixes is None:
+            paths = ["*"]
+        signers = signers if signers is not None else [signer(self.key_type, 5)]
+        parent = self.role(delegator).signed
+        if parent.delegations is None:
+            parent.delegations = Delegations(keys={}, roles={})
+        assert parent.delegations.roles is not None
+        parent.delegations.roles[name] = DelegatedRole(
+            name,
+            [s.public_key.keyid for s in signers],
+            threshold,
+            terminating,
+            paths,
+            path_hash_prefixes,
+        )
+        for s in signers:
+            parent.delegations.keys[s.public_key.keyid] = s.public_key
+        if name not in self.delegated:
+            self.delegated[name] = Metadata(Targets(expires=self.expires))
+            self.delegated_signers[name] = signers
+        return self.delegated[name]
+
+    def delegate_bins(
+        self, bit_length: int, prefix: str = "bin", signers: list[CryptoSigner] | None = None
+    ) -> SuccinctRoles:
+        """Make the top-level targets delegate to ``2**bit_length`` hash bins (TAP 15)."""
+        signers = signers if signers is not None else [signer(self.key_type, 5)]
+        succinct = SuccinctRoles([s.public_key.keyid for s in signers], 1, bit_length, prefix)
+        self.targets.signed.delegations = Delegations(
+            keys={s.public_key.keyid: s.public_key for s in signers}, succinct_roles=succinct
+        )
+        for name in succinct.get_roles():
+            self.delegated[name] = Metadata(Targets(expires=self.expires))
+            self.delegated_signers[name] = signers
+        return succinct
+
+    def add_binned_target(
+        self, succinct: SuccinctRoles, name: str, custom: dict[str, Any], data: bytes = b"x"
+    ) -> str:
+        """Add a target to the hash bin responsible for it; return the bin's name."""
+        role = succinct.get_role_for_target(name)
+        self.add_target(name, custom, data, role=role)
+        return role
 
     def rotate_root(self, new_root_signer: CryptoSigner, *, version_step: int = 1) -> None:
         """Publish a new root whose root key is ``new_root_signer`` (signed by old and new)."""
@@ -128,21 +208,37 @@ class TufRepo:
         for md in (self.targets, self.snapshot, self.timestamp):
             md.signed.version += 1
 
+    def _meta(self, md: Metadata[Any], raw: bytes) -> MetaFile:
+        if not self.hash_targets:
+            return MetaFile(version=md.signed.version)
+        return MetaFile(
+            version=md.signed.version,
+            length=len(raw),
+            hashes={"sha256": hashlib.sha256(raw).hexdigest()},
+        )
+
     def files(
-        self, *, tamper_timestamp: Callable[[Timestamp], None] | None = None
+        self,
+        *,
+        tamper_timestamp: Callable[[Timestamp], None] | None = None,
+        tamper_snapshot: Callable[[Snapshot], None] | None = None,
     ) -> dict[str, bytes]:
         """Serialise everything with matching hashes; ``tamper_timestamp`` edits the
-        timestamp's ``signed`` after the snapshot hash is set (then it is signed)."""
+        timestamp's ``signed`` after the snapshot hash is set (then it is signed);
+        ``tamper_snapshot`` edits the snapshot's ``meta`` before it is signed.
+
+        Delegated roles are written as ``delegated_file(name)`` and listed in the
+        snapshot as ``<name>.json``."""
+        delegated_raw: dict[str, bytes] = {}
+        for name, md in self.delegated.items():
+            self._sign(md, self.delegated_signers[name])
+            delegated_raw[name] = self._serialize(md)
+            self.snapshot.signed.meta[f"{name}.json"] = self._meta(md, delegated_raw[name])
         self._sign(self.targets)
         targets_raw = self._serialize(self.targets)
-        meta = MetaFile(version=self.targets.signed.version)
-        if self.hash_targets:
-            meta = MetaFile(
-                version=self.targets.signed.version,
-                length=len(targets_raw),
-                hashes={"sha256": hashlib.sha256(targets_raw).hexdigest()},
-            )
-        self.snapshot.signed.meta["targets.json"] = meta
+        self.snapshot.signed.meta["targets.json"] = self._meta(self.targets, targets_raw)
+        if tamper_snapshot is not None:
+            tamper_snapshot(self.snapshot.signed)
         self._sign(self.snapshot)
         snapshot_raw = self._serialize(self.snapshot)
         self.timestamp.signed.snapshot_meta = MetaFile(
@@ -157,6 +253,8 @@ class TufRepo:
         result["timestamp.json"] = self._serialize(self.timestamp)
         result["snapshot.json"] = snapshot_raw
         result["targets.json"] = targets_raw
+        for name, raw in delegated_raw.items():
+            result[delegated_file(name)] = raw
         return result
 
 
@@ -214,6 +312,42 @@ def oracle_verdict(
     except (tuf_exceptions.RepositoryError, ValueError, KeyError):
         return False
     return True
+
+
+class _FilesFetcher(FetcherInterface):
+    """Serves a file set as python-tuf's Updater fetches it: the URL's last part is the name."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        name = url.rpartition("/")[2]
+        if name not in self.files:
+            raise tuf_exceptions.DownloadHTTPError(f"{name} not found", 404)
+        return iter([self.files[name]])
+
+
+def oracle_targets(
+    trusted_root: bytes, files: dict[str, bytes], paths: list[str], metadata_dir: Path
+) -> dict[str, TargetFile | None] | None:
+    """python-tuf's ``Updater.get_targetinfo`` for each path; None when it refuses.
+
+    ``Updater`` refreshes the top-level roles, then walks delegations per path exactly as
+    ngclient does (pre-order depth first, ``max_delegations`` 32), loading delegated roles
+    only when a search reaches them.
+    """
+    metadata_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        updater = Updater(
+            str(metadata_dir),
+            "https://repo.invalid/metadata/",
+            fetcher=_FilesFetcher(files),
+            bootstrap=trusted_root,
+        )
+        updater.refresh()
+        return {path: updater.get_targetinfo(path) for path in paths}
+    except (tuf_exceptions.RepositoryError, tuf_exceptions.DownloadError, ValueError):
+        return None
 
 
 def clone(files: dict[str, bytes]) -> dict[str, bytes]:

@@ -235,3 +235,18 @@ async def test_rootfs_only_device_needs_no_docker(e2e: E2E, tmp_path: Path) -> N
     assert current["Target"] == v2.name
     assert current["Apps"] == "none"
     assert device.running_projects() == {}
+
+
+async def test_an_older_drive_says_its_metadata_is_older(e2e: E2E, tmp_path: Path) -> None:
+    device, factory, _ = e2e
+    v2 = await factory.release(2)
+    older = await factory.write_bundle(tmp_path / "older", [v2])  # signed first: older metadata
+    newer = await factory.write_bundle(tmp_path / "newer", [v2])
+    await device.update_to(newer)
+    # The drive's TUF metadata is older than what the device trusts: the stored copy is used,
+    # and the outcome says so instead of looking like "nothing to do".
+    done = device.cli("install", "-s", str(older))
+    assert_code(done, 0)
+    assert "already installed" in done.stdout
+    assert "older than the device's" in done.stdout
+    assert "timestamp.json" in done.stdout

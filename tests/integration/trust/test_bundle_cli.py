@@ -14,7 +14,17 @@ import pytest
 from aklited.bundlemaker.signing import Keyring
 from aklited.cli.offline_check import check
 from aklited.store import Store
-from tests.helpers.tuf_repo import HWID, TAG, TufRepo, app_uri, signer, write_files
+from tests.helpers.tuf_repo import (
+    HWID,
+    TAG,
+    TufRepo,
+    app_uri,
+    keyring,
+    signer,
+    target_spec,
+    write_files,
+    write_foundries_bundle,
+)
 
 from .conftest import Device, make_device
 
@@ -29,11 +39,13 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def ostree_commit(tmp_path: Path) -> tuple[Path, str]:
+def ostree_commit(
+    tmp_path: Path, *, os_release: str = "ID=lmp\nPRETTY_NAME=LmP 42\n"
+) -> tuple[Path, str]:
     repo = tmp_path / "src-repo"
     tree = tmp_path / "tree"
     (tree / "usr" / "lib").mkdir(parents=True)
-    (tree / "usr" / "lib" / "os-release").write_text("ID=lmp\nPRETTY_NAME=LmP 42\n")
+    (tree / "usr" / "lib" / "os-release").write_text(os_release)
     subprocess.run(["ostree", f"--repo={repo}", "init", "--mode=archive"], check=True)
     done = subprocess.run(
         ["ostree", f"--repo={repo}", "commit", "-b", "lmp", f"--tree=dir={tree}"],
@@ -213,3 +225,115 @@ def test_create_from_target_json(tmp_path: Path) -> None:
     bad.write_text(json.dumps([{"name": "x"}]))
     done = cli("create", tmp_path / "b2", "--keys", keys, "--target-json", bad)
     assert done.returncode == 1 and "target description" in done.stderr
+
+
+def _seeded(tmp_path: Path, root: bytes) -> Path:
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "root.json").write_bytes(root)
+    return trusted
+
+
+def test_verify_reports_rollback_and_allow_stored_falls_back(tmp_path: Path) -> None:
+    ring = keyring()
+    new = write_foundries_bundle(tmp_path / "new", ring, [target_spec(45)], version=5)
+    old = write_foundries_bundle(tmp_path / "old", ring, [target_spec(43)], version=3)
+    trusted = _seeded(tmp_path, ring.roots[0])
+    assert cli("verify", new / "tuf", "--trusted", trusted).returncode == 0
+    before = {p.name: p.read_bytes() for p in trusted.iterdir()}
+
+    done = cli("verify", old / "tuf", "--trusted", trusted)
+    assert done.returncode == 11 and done.stdout == ""
+    assert done.stderr == (
+        "error: tuf/timestamp.json: version 3 is older than the trusted version 5 (rollback)\n"
+    )
+    assert {p.name: p.read_bytes() for p in trusted.iterdir()} == before
+
+    done = cli("verify", old / "tuf", "--trusted", trusted, "--allow-stored")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "note: tuf/timestamp.json: version 3 is older than the trusted version 5 (rollback); "
+        "the trusted directory's metadata was used instead (--allow-stored)\n"
+    )
+    summary = json.loads(done.stdout)
+    assert summary["from_store"] is True and summary["targets_version"] == 5
+    assert summary["rollback"].startswith("tuf/timestamp.json: version 3")
+    assert list(summary["targets"]) == [target_spec(45).name]
+    assert summary["bundle"]["targets"] == [target_spec(43).name]
+    assert {p.name: p.read_bytes() for p in trusted.iterdir()} == before
+
+    done = cli("verify", new / "tuf", "--trusted", trusted)
+    assert done.returncode == 0 and json.loads(done.stdout)["rollback"] is None
+
+
+def test_verify_resolves_python_tuf_delegations(tmp_path: Path) -> None:
+    repo = TufRepo()
+    repo.add_target("top.bin", {"hardwareIds": [HWID]})
+    repo.delegate("targets", "team/fw", paths=["fw/*"])
+    repo.add_target("fw/a.bin", {"hardwareIds": [HWID]}, role="team/fw")
+    repo.add_target("apps/b.bin", {}, role="team/fw")  # team/fw may not sign apps/
+    files = repo.files()
+    tuf = write_files(tmp_path / "bundle" / "tuf", files)
+    trusted = _seeded(tmp_path, files["1.root.json"])
+    done = cli("verify", tuf, "--trusted", trusted)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert {name: t["role"] for name, t in summary["targets"].items()} == {
+        "top.bin": "targets",
+        "fw/a.bin": "team/fw",
+    }
+    assert summary["delegated_roles"] == {"team/fw": 1}
+    assert summary["delegations_truncated"] is False
+    assert (trusted / "team%2Ffw.json").read_bytes() == files["team%2Ffw.json"]
+
+    (tuf / "team%2Ffw.json").write_bytes(files["team%2Ffw.json"] + b" ")
+    (trusted / "team%2Ffw.json").unlink()
+    done = cli("verify", tuf, "--trusted", trusted)
+    assert done.returncode == 11 and done.stderr.count("\n") == 1
+    assert "tuf/team%2Ffw.json" in done.stderr
+
+
+def test_verify_refuses_out_of_range_integers(tmp_path: Path) -> None:
+    repo = TufRepo()
+    repo.timestamp.signed.version = 10**400
+    files = repo.files()
+    tuf = write_files(tmp_path / "bundle" / "tuf", files)
+    done = cli("verify", tuf, "--trusted", _seeded(tmp_path, files["1.root.json"]))
+    assert done.returncode == 11
+    assert (
+        done.stderr == "error: tuf/timestamp.json: holds an integer of 401 digits, beyond 64 bits\n"
+    )
+
+
+def test_verify_content_proves_every_object_of_the_commit(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    assert cli("keys", "init", keys).returncode == 0
+    repo, commit = ostree_commit(tmp_path)
+    bundle = tmp_path / "bundle"
+    done = cli(
+        "create", bundle, "--keys", keys, "--name", f"{HWID}-lmp-42", "--version", "42",
+        "--hwid", HWID, "--ostree-commit", commit, "--tag", TAG, "--ostree-repo", repo,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    shutil.copy(keys / "1.root.json", trusted / "root.json")
+
+    plain = cli("verify", bundle / "tuf", "--trusted", trusted)
+    assert plain.returncode == 0, plain.stderr
+    assert "content" not in json.loads(plain.stdout)
+    done = cli("verify", bundle / "tuf", "--trusted", trusted, "--content")
+    assert done.returncode == 0, done.stderr
+    objects = sorted((bundle / "ostree_repo" / "objects").glob("*/*.filez"))
+    assert json.loads(done.stdout)["content"] == {
+        f"{HWID}-lmp-42": f"OSTree commit {commit[:12]}: {len(objects)} file objects verified"
+    }
+
+    # os-release swapped for another file's object: well-formed, but not the commit's bytes
+    other_repo, _ = ostree_commit(tmp_path / "other", os_release="ID=lmp\nPRETTY_NAME=Other\n")
+    (victim,) = objects
+    victim.write_bytes(next(other_repo.glob("objects/*/*.filez")).read_bytes())
+    assert cli("verify", bundle / "tuf", "--trusted", trusted).returncode == 0  # metadata only
+    done = cli("verify", bundle / "tuf", "--trusted", trusted, "--content")
+    assert done.returncode == 70, done.stderr
+    assert victim.name in done.stderr and done.stderr.count("\n") == 1

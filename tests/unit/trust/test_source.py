@@ -58,7 +58,7 @@ def test_symlinked_directory_leading_outside_is_refused(tmp_path: Path) -> None:
 def test_special_files_are_refused(bundle: Path) -> None:
     fifo = bundle / "tuf" / "snapshot.json"
     os.mkfifo(fifo)
-    assert "not a regular file" in refused(fifo, bundle).message
+    assert "is a FIFO, not a regular file" in refused(fifo, bundle).message
     device = bundle / "tuf" / "null.json"
     device.symlink_to("/dev/null")
     assert "outside" in refused(device, bundle).message

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 
+from aklited.bundle import DeviceFacts, verify_bundle_sync
 from aklited.bundlemaker.signing import Keyring, meta_entry, sign_document
 from aklited.errors import TrustError
 from aklited.tuf.canonical import foundries_canonical
@@ -15,6 +17,8 @@ from aklited.tuf.source import DirectorySource
 from aklited.tuf.storage import DirectoryTrustStore, OverlayTrustStore
 from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
 from tests.helpers.tuf_repo import (
+    HWID,
+    TAG,
     edit_document,
     keyring,
     resign,
@@ -227,3 +231,36 @@ def test_one_key_under_two_key_ids_counts_once(tmp_path: Path) -> None:
     assert err.value.code == 11
     assert "tuf/timestamp.json: 1 valid signature(s)" in err.value.message
     assert "2 required" in err.value.message
+
+
+def test_rollback_message_names_role_and_both_versions(tmp_path: Path) -> None:
+    store = DirectoryTrustStore(trusted_dir(tmp_path))
+    run(bundle(tmp_path, "new", 5), store)
+    result = run(bundle(tmp_path, "old", 3), store)
+    assert result.from_store
+    assert result.rollback == (
+        "tuf/timestamp.json: version 3 is older than the trusted version 5 (rollback)"
+    )
+    assert not run(bundle(tmp_path, "same", 5), store).rollback
+
+
+def test_device_fallback_says_the_drive_is_older(tmp_path: Path) -> None:
+    """The device keeps the stored-copy fallback, and its log says why the drive was not used."""
+    ring = keyring()
+    store = OverlayTrustStore(None)
+    store.tuf_save("root", 1, ring.roots[0])
+    device = DeviceFacts(hardware_id=HWID, device_type="ci", tags=(TAG,))
+    verify_bundle_sync(
+        bundle(tmp_path, "new", 3), store=store, device=device, provisioned_roots=None
+    )
+    with structlog.testing.capture_logs() as logs:
+        older = verify_bundle_sync(
+            bundle(tmp_path, "old", 2), store=store, device=device, provisioned_roots=None
+        )
+    assert older.metadata.from_store and older.metadata.targets.version == 3
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    said = [entry for entry in warnings if "drive's TUF metadata is older" in entry["event"]]
+    assert said, warnings
+    assert said[0]["reason"] == (
+        "tuf/timestamp.json: version 2 is older than the trusted version 3 (rollback)"
+    )
