@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,13 @@ from typing import Any
 import structlog
 
 from aklited.config import Config
-from aklited.drivefs import BundleFiles, DriveEntryError, DriveIOError, MissingEntryError
+from aklited.drivefs import (
+    BundleFiles,
+    DriveEntryError,
+    DriveIOError,
+    MissingEntryError,
+    describe_mode,
+)
 from aklited.errors import BundleError, TrustError
 from aklited.status import StatusCode
 from aklited.tuf.errors import security_error
@@ -38,7 +45,7 @@ from aklited.tuf.metadata import (
     format_time,
     parse_envelope,
 )
-from aklited.tuf.source import DEFAULT_LIMITS, DirectorySource, read_bounded
+from aklited.tuf.source import DirectorySource
 from aklited.tuf.storage import TrustStore
 from aklited.tuf.trusted import is_expired, verify_role
 from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
@@ -450,13 +457,19 @@ def content_problem(
         return f"target {target.name}: hashes.sha256 {commit!r} is not an OSTree commit"
     relative = f"ostree_repo/objects/{commit[:2]}/{commit[2:]}.commit"
     try:
-        present = read_bounded(
-            layout.root / relative, limit=DEFAULT_LIMITS.targets, boundary=layout.root
-        )
-    except TrustError:
-        present = None
-    if present is None:
+        with BundleFiles(layout.root) as files:
+            info = files.stat(relative)
+    except MissingEntryError:
         return f"target {target.name}: OSTree commit {commit} is not in the bundle ({relative})"
+    except DriveIOError as e:
+        raise BundleError(f"{e}; check the drive", code=StatusCode.DOWNLOAD_FAILED) from e
+    except DriveEntryError as e:
+        raise BundleError(str(e), code=StatusCode.VERIFICATION_FAILED) from e
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(
+            f"{relative}: is {describe_mode(info.st_mode)}, not a regular file",
+            code=StatusCode.VERIFICATION_FAILED,
+        )
     for name, uri in sorted(apps.items()):
         if uri not in uris:
             return f"target {target.name}: app {name} ({uri}) is not in the bundle's apps/"
