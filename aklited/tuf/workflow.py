@@ -288,6 +288,8 @@ class TrustWorkflow:
                 trusted.verify_delegation(child, delegator)
             elif len(trusted.delegated) >= self.max_delegations:
                 truncated = True
+            elif not self._listed(trusted, child, delegator):
+                continue
             else:
                 loaded = self._load_delegated(trusted, child, delegator)
                 if loaded.signed.delegations is not None:
@@ -314,6 +316,21 @@ class TrustWorkflow:
             for child in trusted.delegated:
                 if delegations.keys_for(child) is not None:
                     trusted.verify_delegation(child, delegator)
+
+    def _listed(self, trusted: TrustedSet, role: str, delegator: str) -> bool:
+        """Whether the snapshot lists ``role``. An unlisted role is not loaded (nor its stored
+        copy): a search that reaches it stops there, so none of its targets is offered, and
+        the rest of the repository stays usable, as python-tuf's lazy search has it."""
+        snapshot = trusted.snapshot
+        assert snapshot is not None
+        if f"{role}.json" in snapshot.signed.meta:
+            return True
+        log.warning(
+            "delegated role not in snapshot.json: its targets are not offered",
+            role=role,
+            delegator=delegator,
+        )
+        return False
 
     def _load_delegated(self, trusted: TrustedSet, role: str, delegator: str) -> Metadata[Targets]:
         """The stored copy of ``role`` when still valid, else the source's (then saved)."""

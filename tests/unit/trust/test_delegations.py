@@ -284,13 +284,6 @@ def below_threshold() -> Broken:
     return Broken(repo.files(), 11, "tuf/fw.json", "fw/a.bin")
 
 
-def not_in_snapshot() -> Broken:
-    def drop(snapshot: Snapshot) -> None:
-        del snapshot.meta["fw.json"]
-
-    return Broken(_fw_repo().files(tamper_snapshot=drop), 11, "tuf/fw.json", "fw/a.bin")
-
-
 def file_missing() -> Broken:
     files = _fw_repo().files()
     del files["fw.json"]
@@ -356,7 +349,6 @@ BROKEN = [
     wrong_key,
     signed_by_top_level_targets_key,
     below_threshold,
-    not_in_snapshot,
     file_missing,
     version_differs_from_snapshot,
     hash_differs_from_snapshot,
@@ -662,3 +654,22 @@ def test_delegated_files_are_size_bound_like_targets(tmp_path: Path) -> None:
         TrustWorkflow(source=source, store=store, label_prefix="tuf/").refresh()
     assert err.value.code == 11
     assert err.value.message.startswith("tuf/fw.json: ") and "limit" in err.value.message
+
+
+def test_a_role_the_snapshot_does_not_list_offers_nothing_and_breaks_nothing(
+    tmp_path: Path,
+) -> None:
+    """As python-tuf's lazy search: the refresh succeeds, the other targets stay usable, and
+    no target of the unlisted role is offered (python-tuf refuses to look it up)."""
+
+    def drop(snapshot: Snapshot) -> None:
+        del snapshot.meta["fw.json"]
+
+    files = _fw_repo().files(tamper_snapshot=drop)
+    verified = run_ours(files, tmp_path)
+    assert "top.bin" in verified.all_targets
+    assert "fw/a.bin" not in verified.all_targets
+    assert "fw" not in verified.delegated
+    oracle = oracle_targets(files["1.root.json"], files, ["top.bin"], tmp_path / "ok")
+    assert oracle is not None and "top.bin" in oracle
+    assert oracle_targets(files["1.root.json"], files, ["fw/a.bin"], tmp_path / "no") is None
