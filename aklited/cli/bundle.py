@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aklited.bundle import BUNDLE_TARGETS, check_bundle_targets, target_apps
+from aklited.bundle import (
+    BUNDLE_TARGETS,
+    BundleLayout,
+    bundle_app_uris,
+    check_bundle_targets,
+    target_apps,
+)
 from aklited.bundlemaker.build import BuildError, BundleOptions, TargetSpec, create_bundle
 from aklited.bundlemaker.keys import KeyKind
 from aklited.bundlemaker.signing import (
@@ -27,6 +33,7 @@ from aklited.bundlemaker.signing import (
     expires_in,
     new_keyring_dir,
 )
+from aklited.drivefs import BundleFiles
 from aklited.errors import AkliteError, TrustError
 from aklited.log import configure_logging
 from aklited.ostree import verify_bundle_commit
@@ -227,17 +234,17 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    tuf_dir: Path = args.bundle / "tuf"
+    # The drive is read as the device reads it: nothing outside the bundle, bounded reads.
+    bundle = Path(os.path.realpath(args.bundle))
+    tuf_dir = bundle / "tuf"
     summary: dict[str, Any] = {"bundle": str(args.bundle)}
-    summary["roots"] = sorted(
-        int(p.name.split(".")[0]) for p in tuf_dir.glob("*.root.json") if p.name[0].isdigit()
-    )
+    summary["roots"] = DirectorySource(tuf_dir, boundary=bundle).root_versions()
     for name in ("timestamp", "snapshot", "targets", "bundle-targets"):
         path = tuf_dir / f"{name}.json"
-        if not path.exists():
+        raw = read_bounded(path, limit=DEFAULT_LIMITS.targets, boundary=bundle)
+        if raw is None:
             summary[name] = None
             continue
-        raw = read_bounded(path, limit=DEFAULT_LIMITS.targets, boundary=args.bundle) or b"{}"
         document = load_json(raw, str(path))
         signed = document.get("signed") if isinstance(document, dict) else None
         if not isinstance(signed, dict):
@@ -261,12 +268,9 @@ def _show(args: argparse.Namespace) -> int:
         if name == "bundle-targets":
             entry["bundle"] = signed.get("x-fio-offline-bundle")
         summary[name] = entry
-    apps_root = args.bundle / "apps" / "apps"
-    summary["apps"] = sorted(
-        (read_bounded(p, limit=4096, boundary=args.bundle) or b"").decode(errors="replace").strip()
-        for p in apps_root.glob("*/*/uri")
-    )
-    summary["ostree_repo"] = (args.bundle / "ostree_repo" / "config").exists()
+    summary["apps"] = sorted(bundle_app_uris(BundleLayout(root=bundle)))
+    with BundleFiles(bundle) as files:
+        summary["ostree_repo"] = files.exists("ostree_repo/config")
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 
