@@ -45,7 +45,7 @@ from aklited.tuf.metadata import (
     format_time,
     parse_envelope,
 )
-from aklited.tuf.source import DirectorySource
+from aklited.tuf.source import DEFAULT_LIMITS, DirectorySource
 from aklited.tuf.storage import TrustStore
 from aklited.tuf.trusted import is_expired, verify_role
 from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
@@ -253,12 +253,7 @@ def verify_bundle_sync(
         label_prefix="tuf/",
     )
     root = workflow.update_root()
-    try:
-        raw = source.fetch_bundle_targets()
-    except TrustError as e:
-        if e.code == StatusCode.TUF_UPDATE_FAILED:
-            raise
-        raise TrustError(e.message, code=StatusCode.INVALID_BUNDLE_METADATA) from e
+    raw = _read_bundle_targets(layout)
     if raw is None:
         raise TrustError(
             f"{BUNDLE_TARGETS}: missing; make the bundle with fioctl >= v0.42",
@@ -423,6 +418,25 @@ def _fits(target: TargetFile, device: DeviceFacts) -> bool:
         }:
             return False
     return parse_version(custom.get("version"), target=target.name) is not None
+
+
+def _read_bundle_targets(layout: BundleLayout) -> bytes | None:
+    """``tuf/bundle-targets.json``, or None when absent.
+
+    Raises:
+        TrustError: 11 for an entry that is no regular file inside the bundle or is over its
+            limit (as for every metadata file), 4 for an I/O error. Its own checks (15) come
+            after, in :func:`check_bundle_targets`.
+    """
+    try:
+        with BundleFiles(layout.root) as files:
+            return files.read(BUNDLE_TARGETS, limit=DEFAULT_LIMITS.bundle_targets)
+    except MissingEntryError:
+        return None
+    except DriveIOError as e:
+        raise TrustError(str(e), code=StatusCode.TUF_UPDATE_FAILED) from e
+    except DriveEntryError as e:
+        raise TrustError(str(e), code=StatusCode.SECURITY_ERROR) from e
 
 
 def bundle_app_uris(layout: BundleLayout) -> set[str]:

@@ -129,8 +129,11 @@ class BundleFiles:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def open(self, relative: str) -> BinaryIO:
+    def open(self, relative: str, *, follow_last: bool = True) -> BinaryIO:
         """Open a regular file for reading.
+
+        With ``follow_last`` False, the file itself may not be a link (its directories
+        still may, inside the bundle): for readers that do not follow one either.
 
         Raises:
             MissingEntryError: it does not exist.
@@ -139,7 +142,7 @@ class BundleFiles:
         """
         name = self.name(relative)
         with self._lock:
-            parent, last, info = self._resolve(relative, name, follow_last=True)
+            parent, last, info = self._resolve(relative, name, follow_last=follow_last)
             if not stat.S_ISREG(info.st_mode):
                 raise UnsafeEntryError(
                     name, f"is {describe_mode(info.st_mode)}, not a regular file"
@@ -161,14 +164,15 @@ class BundleFiles:
             raise UnsafeEntryError(name, "changed while it was being opened")
         return os.fdopen(fd, "rb")
 
-    def read(self, relative: str, *, limit: int) -> bytes:
-        """Read a whole regular file of at most ``limit`` bytes.
+    def read(self, relative: str, *, limit: int, follow_last: bool = True) -> bytes:
+        """Read a whole regular file of at most ``limit`` bytes (``follow_last`` as
+        :meth:`open`).
 
         Raises:
             MissingEntryError, UnsafeEntryError (also when over ``limit``), DriveIOError.
         """
         name = self.name(relative)
-        with self.open(relative) as f:
+        with self.open(relative, follow_last=follow_last) as f:
             try:
                 size = os.fstat(f.fileno()).st_size
                 if size > limit:

@@ -129,9 +129,15 @@ class OstreeSysroot:
         code: StatusCode,
         what: str,
         on_line: Callable[[str], None] | None = None,
+        classify: Callable[[str], StatusCode | None] | None = None,
     ) -> str:
         output = await run_ostree(
-            args, failure_code=code, what=what, on_line=on_line, ostree_bin=self.ostree_bin
+            args,
+            failure_code=code,
+            what=what,
+            on_line=on_line,
+            ostree_bin=self.ostree_bin,
+            classify=classify,
         )
         return output.stdout
 
@@ -284,6 +290,7 @@ class OstreeSysroot:
             code=StatusCode.DOWNLOAD_FAILED,
             what=f"copying commit {commit} from {source_repo}",
             on_line=progress.on_line,
+            classify=_pull_failure,
         )
         # Same bytes as the bundle's verified commit object: hashing them again is enough.
         await self._verify_commit(self.repo, commit, where="the sysroot repo")
@@ -513,6 +520,16 @@ def _refused(error: Exception, source_repo: Path, commit: str) -> OstreeError:
         f"commit {commit} in the bundle failed verification: {error}",
         code=StatusCode.VERIFICATION_FAILED,
     )
+
+
+# How `pull-local --untrusted` reports an object whose bytes do not match its name.
+_CORRUPTED = re.compile(r"\bCorrupted\b.*\bobject\b|checksum expected", re.IGNORECASE)
+
+
+def _pull_failure(stderr: str) -> StatusCode | None:
+    """A pull that failed on a corrupted object is content failing verification (70), as
+    ``check --deep`` says of the same drive; any other failure stays a copy failure (50)."""
+    return StatusCode.VERIFICATION_FAILED if _CORRUPTED.search(stderr) else None
 
 
 def _check_commit_name(commit: str) -> None:

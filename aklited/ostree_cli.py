@@ -60,6 +60,7 @@ async def run_ostree(
     what: str,
     on_line: LineCallback | None = None,
     ostree_bin: str = "ostree",
+    classify: Callable[[str], StatusCode | None] | None = None,
 ) -> OstreeOutput:
     """Run ``ostree ARGS`` and return its output, raising on a non-zero exit.
 
@@ -70,6 +71,8 @@ async def run_ostree(
         on_line: when given, stdout is a pseudo-terminal (so ostree prints progress) and
             every console line, stripped of control sequences, is passed to it.
         ostree_bin: the program to run.
+        classify: given ostree's stderr on failure, a more precise code than
+            ``failure_code`` (e.g. a corrupted object is a verification failure), or None.
 
     Returns:
         The decoded stdout (console lines joined by newlines) and stderr.
@@ -114,7 +117,8 @@ async def run_ostree(
     if returncode != 0:
         log.warning("ostree failed", argv=argv, returncode=returncode, stderr=stderr.strip())
         detail = _one_line(stderr) or f"exit status {returncode}"
-        raise OstreeError(f"{what} failed: {detail}", code=failure_code)
+        code = (classify(stderr) if classify is not None else None) or failure_code
+        raise OstreeError(f"{what} failed: {detail}", code=code)
     log.debug("ostree done", argv=argv, stdout=stdout, stderr=stderr.strip())
     return OstreeOutput(stdout=stdout, stderr=stderr)
 

@@ -162,7 +162,9 @@ class _SourceRepo:
         """A metadata object's bytes, checked against its checksum."""
         relative = file_object(checksum, objtype)
         try:
-            data = self.files.read(relative, limit=_METADATA_LIMITS[objtype])
+            # ostree does not follow a link to a metadata object (it would report the
+            # object missing, or skip a dirmeta): only files will do.
+            data = self.files.read(relative, limit=_METADATA_LIMITS[objtype], follow_last=False)
         except MissingEntryError as e:
             raise MissingObjectError(self.files.path(relative)) from e
         if hashlib.sha256(data).hexdigest() != checksum:
@@ -191,7 +193,11 @@ class _SourceRepo:
         if self.files.exists(f"state/{commit}.commitpartial"):
             raise MissingObjectError(self.files.path(f"state/{commit}.commitpartial"))
         if self.files.exists(file_object(commit, "commitmeta")):
-            self.files.read(file_object(commit, "commitmeta"), limit=_METADATA_LIMITS["commitmeta"])
+            self.files.read(
+                file_object(commit, "commitmeta"),
+                limit=_METADATA_LIMITS["commitmeta"],
+                follow_last=False,
+            )
 
     def archive_size(self, checksum: str) -> int:
         relative = file_object(checksum, "filez")
