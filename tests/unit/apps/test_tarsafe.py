@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,94 @@ def test_garbage_archive_is_a_verification_failure(tmp_path: Path) -> None:
     with pytest.raises(AppsError) as err:
         extract_bundle(archive, tmp_path / "out", what="app a")
     assert err.value.code == StatusCode.VERIFICATION_FAILED
+
+
+# A chain of links, each harmless on its own ("l1 -> l0/.." stays inside if l0 were a
+# directory), that together climb out of the destination one level per link.
+
+
+def _chain(length: int) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    """``l0 -> .``, ``l1 -> l0/..``, ...: ``l<n>`` leads ``n`` levels above the destination."""
+    links = [_member("l0", type=tarfile.SYMTYPE, linkname=".")]
+    links += [
+        _member(f"l{i}", type=tarfile.SYMTYPE, linkname=f"l{i - 1}/..") for i in range(1, length)
+    ]
+    return links
+
+
+def _snapshot(root: Path, *, skip: Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry under ``root`` but ``skip``'s subtree: (mode, size, mtime) by path.
+
+    The mtime of ``skip``'s parent changes when ``skip`` is made; it is left out.
+    """
+    found: dict[str, tuple[int, int, int]] = {}
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if Path(directory, d) != skip]
+        for name in (*dirnames, *filenames):
+            path = Path(directory, name)
+            info = path.lstat()
+            mtime = 0 if path == skip.parent else info.st_mtime_ns
+            found[str(path.relative_to(root))] = (info.st_mode, info.st_size, mtime)
+    return found
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        # a file below the chain: its parents would be made outside before any check
+        _member("l3/escaped/deeper/file", b"x"),
+        # a directory below the chain
+        _member("l3/escaped-dir/sub", type=tarfile.DIRTYPE, mode=0o755),
+        # a file right below a link that leads out
+        _member("l1/file-beside-dest", b"x"),
+        # a link below the chain
+        _member("l3/escaped-link", type=tarfile.SYMTYPE, linkname="elsewhere"),
+        # a hard link to a file outside, named through the chain
+        _member("stolen", type=tarfile.LNKTYPE, linkname="l3/sentinel/secret"),
+        # nothing below it: the chain alone leads out
+        None,
+    ],
+    ids=["file", "directory", "file-beside", "symlink", "hardlink", "chain-only"],
+)
+def test_link_chain_out_of_the_destination_is_refused_before_writing_outside(
+    tmp_path: Path, escape: tuple[tarfile.TarInfo, bytes | None] | None
+) -> None:
+    # dest is three levels below tmp_path: l3 leads to tmp_path itself
+    dest = tmp_path / "a1" / "a2" / "dest"
+    dest.parent.mkdir(parents=True)
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    (sentinel / "secret").write_bytes(b"outside the app dir\n")
+    members = [_member(COMPOSE_FILE, COMPOSE), *_chain(4), *([escape] if escape else [])]
+    archive = _tgz(tmp_path / "b.tgz", members)
+    before = _snapshot(tmp_path, skip=dest)
+
+    with pytest.raises(AppsError) as err:
+        extract_bundle(archive, dest, what="app a")
+
+    assert err.value.code == StatusCode.VERIFICATION_FAILED
+    assert err.value.message.startswith("app a: ")
+    assert _snapshot(tmp_path, skip=dest) == before
+
+
+def test_link_chain_to_the_root_is_refused_before_writing_there(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    # enough links to climb from dest to "/" and then some ("/.." is "/")
+    length = len(dest.parts) + 2
+    marker = f"aklited-tarsafe-test-{uuid.uuid4().hex}"
+    members = [
+        _member(COMPOSE_FILE, COMPOSE),
+        *_chain(length),
+        _member(f"l{length - 1}/{marker}/x", type=tarfile.DIRTYPE, mode=0o755),
+        _member(f"l{length - 1}/{marker}/x/file", b"x"),
+    ]
+    archive = _tgz(tmp_path / "b.tgz", members)
+    planted = Path("/") / marker
+    try:
+        with pytest.raises(AppsError) as err:
+            extract_bundle(archive, dest, what="app a")
+        assert err.value.code == StatusCode.VERIFICATION_FAILED
+        assert not planted.exists(), f"{planted} was created outside the app dir"
+    finally:
+        if planted.is_dir():  # a failing extractor wrote there: leave the host clean
+            shutil.rmtree(planted)
