@@ -7,9 +7,7 @@ cannot finish meanwhile, pulls the drive, and thaws it."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,23 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.dbus import SystemdMock
+from tests.helpers.drive import pull_out
 from tests.integration.engine.harness import Device, Factory, usb_drive
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
-
-# ext4's "going down" ioctl: every later access to the filesystem fails with EIO, as when
-# the USB drive under it disappears. (No device-mapper here to fail the block device itself.)
-EXT4_IOC_SHUTDOWN = 0x8004587D
-EXT4_GOING_FLAGS_NOLOGFLUSH = 2
-
-
-def yank(mountpoint: Path) -> None:
-    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
-    finally:
-        os.close(fd)
-
 
 BLKIO = Path("/sys/fs/cgroup/blkio")
 # The simulated drive reads at a USB-stick pace, so the pull is surely under way when the
@@ -117,7 +102,7 @@ async def test_drive_pulled_mid_pull(
                 set_freezer(freezer, "FROZEN")
                 # frozen mid-copy: the commit has not landed in the sysroot repo yet
                 assert not (repo / "objects" / v2.commit[:2] / f"{v2.commit[2:]}.commit").exists()
-                yank(drive.mountpoint)
+                pull_out(drive.mountpoint)
                 set_freezer(freezer, "THAWED")
                 stdout, stderr = proc.communicate(timeout=300)
             finally:

@@ -5,15 +5,13 @@ under the TUF metadata and 50 under the content."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from aklited.sim.loopfs import loop_ext4
+from tests.helpers.drive import pull_out
 from tests.integration.engine.harness import usb_drive
 from tests.integration.hostile.kit import (
     COPY_FAILED,
@@ -30,19 +28,6 @@ from tests.integration.hostile.kit import (
 from tests.integration.hostile.worlds import Case, RootfsWorld
 
 pytestmark = [pytest.mark.root, pytest.mark.ostree]
-
-# ext4's "going down" ioctl: every later access to the filesystem fails with EIO, as when the
-# USB drive under it disappears (as tests/integration/engine/test_drive_pulled.py does it).
-EXT4_IOC_SHUTDOWN = 0x8004587D
-EXT4_GOING_FLAGS_NOLOGFLUSH = 2
-
-
-def fail(mountpoint: Path) -> None:
-    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
-    finally:
-        os.close(fd)
 
 
 def assert_failed_cleanly(ran: Ran, code: int) -> None:
@@ -76,7 +61,7 @@ def test_drive_failing_under_the_metadata_is_4(
     with usb_drive(tmp_path / "usb", size_mib=64) as drive:
         rootfs_case.bundle = copy_bundle(rootfs_world.bundle, drive.mountpoint / "update")
         drive.remount(options="ro,nosuid,nodev,noexec")
-        fail(drive.mountpoint)
+        pull_out(drive.mountpoint)
         ran = rootfs_case.install()
     assert_failed_cleanly(ran, TUF_UPDATE_FAILED)
     rootfs_case.assert_unchanged(TUF_UPDATE_FAILED, transaction=False, full=False)
@@ -96,7 +81,7 @@ def test_drive_failing_under_the_ostree_objects_is_50(
             subprocess.run(["cp", "-a", f"{source}/.", str(objects)], check=True, timeout=60)
             part.remount(options="ro,nosuid,nodev,noexec")
             drive.remount(options="ro,nosuid,nodev,noexec")
-            fail(objects)
+            pull_out(objects)
             ran = rootfs_case.install()
     assert_failed_cleanly(ran, COPY_FAILED)
     rootfs_case.assert_unchanged(COPY_FAILED, full=False)
