@@ -139,7 +139,20 @@ async def test_the_walk_refuses_what_ostree_must_never_open(
     assert caught.value.path == target.relative_to(tmp_path / "bundle").as_posix()
 
 
-async def test_a_link_inside_the_bundle_is_followed(tmp_path: Path) -> None:
+async def test_a_link_inside_the_bundle_is_followed_to_a_file_object(tmp_path: Path) -> None:
+    repo, commit = await _bundle_repo(tmp_path)
+    victim = _a_file_object(repo)
+    moved = tmp_path / "bundle" / "elsewhere" / victim.name
+    moved.parent.mkdir()
+    victim.rename(moved)
+    victim.symlink_to(Path("../../../elsewhere") / victim.name)
+    dest = await sim.init_repo(tmp_path / "dest", mode="bare")
+    walked = await asyncio.to_thread(walk_missing, repo, commit, dest)
+    assert victim.parent.name + victim.stem in walked.files
+
+
+async def test_a_metadata_object_may_not_be_a_link_even_inside(tmp_path: Path) -> None:
+    # ostree would not follow it (the object would be "missing", a dirmeta silently skipped)
     repo, commit = await _bundle_repo(tmp_path)
     tree = _a_dirtree(repo, commit)
     moved = tmp_path / "bundle" / "elsewhere" / tree.name
@@ -147,8 +160,8 @@ async def test_a_link_inside_the_bundle_is_followed(tmp_path: Path) -> None:
     tree.rename(moved)
     tree.symlink_to(Path("../../../elsewhere") / tree.name)
     dest = await sim.init_repo(tmp_path / "dest", mode="bare")
-    walked = await asyncio.to_thread(walk_missing, repo, commit, dest)
-    assert walked.files
+    with pytest.raises(UnsafeEntryError, match="is a symlink"):
+        await asyncio.to_thread(walk_missing, repo, commit, dest)
 
 
 async def test_a_tampered_dirtree_does_not_match_its_name(tmp_path: Path) -> None:
