@@ -86,7 +86,8 @@ async def test_corrupted_content_object_is_not_installed(
     shutil.copyfile(replacement, victim)
     with pytest.raises(OstreeError) as caught:
         await device.rootfs().pull(source_repo=bundle.repo, commit=commit)
-    assert caught.value.code == StatusCode.DOWNLOAD_FAILED
+    # content failing verification, as `check --deep` says of the same drive
+    assert caught.value.code == StatusCode.VERIFICATION_FAILED
     assert "orrupted" in caught.value.message  # ostree's own words, passed on
     await _assert_untouched(device, commit, copy_started=True)
 
