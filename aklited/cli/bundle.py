@@ -434,10 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_run(args))
     except AkliteError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+        print(f"aklite-bundle: error: {e.message}", file=sys.stderr)
         return int(e.code)
     except (BuildError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"aklite-bundle: error: {e}", file=sys.stderr)
         return int(StatusCode.UNKNOWN_ERROR)
 
 

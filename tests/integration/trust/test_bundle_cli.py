@@ -183,7 +183,7 @@ def test_help_speaks_to_field_engineers() -> None:
     for word in ("keys", "create", "sign", "show", "verify", "1.root.json"):
         assert word in done.stdout
     done = cli("create", "x", "--keys", "/nonexistent")
-    assert done.returncode == 1 and done.stderr.startswith("error: ")
+    assert done.returncode == 1 and done.stderr.startswith("aklite-bundle: error: ")
 
 
 def test_verify_reads_python_tuf_metadata(tmp_path: Path) -> None:
@@ -245,7 +245,8 @@ def test_verify_reports_rollback_and_allow_stored_falls_back(tmp_path: Path) -> 
     done = cli("verify", old / "tuf", "--trusted", trusted)
     assert done.returncode == 11 and done.stdout == ""
     assert done.stderr == (
-        "error: tuf/timestamp.json: version 3 is older than the trusted version 5 (rollback)\n"
+        "aklite-bundle: error: tuf/timestamp.json: "
+        "version 3 is older than the trusted version 5 (rollback)\n"
     )
     assert {p.name: p.read_bytes() for p in trusted.iterdir()} == before
 
@@ -301,7 +302,8 @@ def test_verify_refuses_out_of_range_integers(tmp_path: Path) -> None:
     done = cli("verify", tuf, "--trusted", _seeded(tmp_path, files["1.root.json"]))
     assert done.returncode == 11
     assert (
-        done.stderr == "error: tuf/timestamp.json: holds an integer of 401 digits, beyond 64 bits\n"
+        done.stderr == "aklite-bundle: error: tuf/timestamp.json: "
+        "holds an integer of 401 digits, beyond 64 bits\n"
     )
 
 
