@@ -80,7 +80,8 @@ def _relative(hex_: str) -> str:
     return f"blobs/sha256/{hex_}"
 
 
-def _refused(e: DriveEntryError, what: str) -> AppsError:
+def drive_refusal(e: DriveEntryError, what: str) -> AppsError:
+    """A refusal of the confined reader as an apps outcome: absent 8, I/O 50, unsafe 70."""
     if isinstance(e, MissingEntryError):
         return AppsError(f"{what}: blob {e.path} is missing", code=StatusCode.NO_TARGET_CONTENT)
     if isinstance(e, DriveIOError):
@@ -97,7 +98,7 @@ def open_blob(files: BundleFiles, hex_: str, *, what: str) -> BinaryIO:
     try:
         return files.open(_relative(hex_))
     except DriveEntryError as e:
-        raise _refused(e, what) from e
+        raise drive_refusal(e, what) from e
 
 
 def read_small_blob(
@@ -154,7 +155,7 @@ def check_blob_size(files: BundleFiles, blob: Blob, *, what: str) -> None:
     try:
         info = files.stat(_relative(blob.hex))
     except DriveEntryError as e:
-        raise _refused(e, what) from e
+        raise drive_refusal(e, what) from e
     if not stat.S_ISREG(info.st_mode):
         raise AppsError(f"{what}: blob {blob.hex[:12]} is {describe_mode(info.st_mode)}")
     if info.st_size != blob.size:
@@ -177,39 +178,25 @@ def copy_blob(src: BundleFiles, dst_root: Path, blob: Blob, *, what: str) -> Non
     dst_dir.mkdir(parents=True, exist_ok=True)
     tmp = dst_dir / f"{TMP_PREFIX}{blob.hex}-{secrets.token_hex(4)}"
     try:
-        with open_blob(src, blob.hex, what=what) as fin:
-            try:
-                fout = tmp.open("wb")
-            except OSError as e:
-                raise _write_error(e, blob, dst_dir, what) from e
-            with fout:
-                _hash_stream(fin, blob, what=what, sink=fout, dst_dir=dst_dir)
-                try:
-                    fout.flush()
-                    os.fsync(fout.fileno())
-                except OSError as e:
-                    raise _write_error(e, blob, dst_dir, what) from e
-        try:
-            tmp.rename(dst_dir / blob.hex)
-            fsync_dir(dst_dir)
-        except OSError as e:
-            raise _write_error(e, blob, dst_dir, what) from e
+        with open_blob(src, blob.hex, what=what) as fin, tmp.open("wb") as fout:
+            _hash_stream(fin, blob, what=what, sink=fout)
+            fout.flush()
+            os.fsync(fout.fileno())
+        tmp.rename(dst_dir / blob.hex)
+        fsync_dir(dst_dir)
+    except OSError as e:
+        # Reading the source raises AppsError (see _hash_stream): what is left is the write.
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise AppsError(
+            f"{what}: copying blob {blob.hex[:12]} to {dst_dir} failed: {e.strerror or e}",
+            code=StatusCode.NO_SPACE if full else StatusCode.DOWNLOAD_FAILED,
+        ) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def _write_error(e: OSError, blob: Blob, dst_dir: Path, what: str) -> AppsError:
-    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-    return AppsError(
-        f"{what}: copying blob {blob.hex[:12]} to {dst_dir} failed: {e.strerror or e}",
-        code=StatusCode.NO_SPACE if full else StatusCode.DOWNLOAD_FAILED,
-    )
-
-
-def _hash_stream(
-    f: BinaryIO, blob: Blob, *, what: str, sink: BinaryIO | None, dst_dir: Path | None = None
-) -> None:
+def _hash_stream(f: BinaryIO, blob: Blob, *, what: str, sink: BinaryIO | None) -> None:
     # One reused buffer: memory stays flat however large the blob is.
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
@@ -231,10 +218,7 @@ def _hash_stream(
             raise AppsError(f"{what}: blob {blob.hex[:12]} is longer than the {blob.size} declared")
         digest.update(view[:count])
         if sink is not None:
-            try:
-                sink.write(view[:count])
-            except OSError as e:
-                raise _write_error(e, blob, dst_dir or Path(), what) from e
+            sink.write(view[:count])
     if seen != blob.size:
         raise AppsError(f"{what}: blob {blob.hex[:12]} is {seen} bytes, {blob.size} declared")
     if digest.hexdigest() != blob.hex:

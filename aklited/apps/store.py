@@ -25,7 +25,7 @@ from aklited.apps.composecli import ComposeCli
 from aklited.apps.model import App, AppImage, Service, parse_app_uri, parse_image_ref
 from aklited.apps.platforms import Platform
 from aklited.apps.tarsafe import COMPOSE_FILE, extract_bundle
-from aklited.drivefs import DriveEntryError, DriveIOError, MissingEntryError
+from aklited.drivefs import DriveEntryError, MissingEntryError
 from aklited.errors import AppsError
 from aklited.status import StatusCode
 
@@ -153,10 +153,8 @@ class StoreReader:
                 f"{what}: {name} is missing: the store lacks this app version",
                 code=StatusCode.NO_TARGET_CONTENT,
             ) from e
-        except DriveIOError as e:
-            raise AppsError(f"{what}: {e}; check the drive", code=StatusCode.DOWNLOAD_FAILED) from e
         except DriveEntryError as e:
-            raise AppsError(f"{what}: {e}") from e
+            raise blobstore.drive_refusal(e, what) from e
         except UnicodeDecodeError as e:
             raise AppsError(f"{what}: {name} is not UTF-8: {e}") from e
         if content != uri:
@@ -171,10 +169,8 @@ class StoreReader:
         # them when they are absent. When present they must match.
         try:
             present = await asyncio.to_thread(self._files.exists, f"blobs/sha256/{blob.hex}")
-        except DriveIOError as e:
-            raise AppsError(f"{what}: {e}; check the drive", code=StatusCode.DOWNLOAD_FAILED) from e
         except DriveEntryError as e:
-            raise AppsError(f"{what}: {e}") from e
+            raise blobstore.drive_refusal(e, what) from e
         if not present:
             return False
         if blob.size >= SIDE_BLOB_MAX_SIZE:
