@@ -36,7 +36,7 @@ from aklited.drivefs import (
 )
 from aklited.errors import BundleError, TrustError
 from aklited.status import StatusCode
-from aklited.tuf.errors import security_error
+from aklited.tuf.errors import drive_error, security_error
 from aklited.tuf.keys import Dialect
 from aklited.tuf.metadata import (
     Root,
@@ -101,10 +101,8 @@ class BundleLayout:
         try:
             with BundleFiles(root) as files:
                 has_tuf = files.is_dir("tuf")
-        except DriveIOError as e:
-            raise TrustError(str(e), code=StatusCode.TUF_UPDATE_FAILED) from e
         except DriveEntryError as e:
-            raise TrustError(str(e), code=StatusCode.SECURITY_ERROR) from e
+            raise drive_error(e) from e
         if not has_tuf:
             raise TrustError(
                 f"{src_dir}/tuf: missing; this is not an offline update bundle",
@@ -420,6 +418,13 @@ def _fits(target: TargetFile, device: DeviceFacts) -> bool:
     return parse_version(custom.get("version"), target=target.name) is not None
 
 
+def _content_error(err: DriveEntryError) -> BundleError:
+    """Bundle content the drive reader refused: 50 for an I/O error, else 70."""
+    if isinstance(err, DriveIOError):
+        return BundleError(f"{err}; check the drive", code=StatusCode.DOWNLOAD_FAILED)
+    return BundleError(str(err), code=StatusCode.VERIFICATION_FAILED)
+
+
 def _read_bundle_targets(layout: BundleLayout) -> bytes | None:
     """``tuf/bundle-targets.json``, or None when absent.
 
@@ -433,10 +438,8 @@ def _read_bundle_targets(layout: BundleLayout) -> bytes | None:
             return files.read(BUNDLE_TARGETS, limit=DEFAULT_LIMITS.bundle_targets)
     except MissingEntryError:
         return None
-    except DriveIOError as e:
-        raise TrustError(str(e), code=StatusCode.TUF_UPDATE_FAILED) from e
     except DriveEntryError as e:
-        raise TrustError(str(e), code=StatusCode.SECURITY_ERROR) from e
+        raise drive_error(e) from e
 
 
 def bundle_app_uris(layout: BundleLayout) -> set[str]:
@@ -455,10 +458,8 @@ def bundle_app_uris(layout: BundleLayout) -> set[str]:
                 except MissingEntryError:
                     continue  # a dangling link inside the bundle: that app version is absent
                 uris.add(data.decode("utf-8", errors="replace").strip())
-    except DriveIOError as e:
-        raise BundleError(f"{e}; check the drive", code=StatusCode.DOWNLOAD_FAILED) from e
     except DriveEntryError as e:
-        raise BundleError(str(e), code=StatusCode.VERIFICATION_FAILED) from e
+        raise _content_error(e) from e
     return uris
 
 
@@ -475,10 +476,8 @@ def content_problem(
             info = files.stat(relative)
     except MissingEntryError:
         return f"target {target.name}: OSTree commit {commit} is not in the bundle ({relative})"
-    except DriveIOError as e:
-        raise BundleError(f"{e}; check the drive", code=StatusCode.DOWNLOAD_FAILED) from e
     except DriveEntryError as e:
-        raise BundleError(str(e), code=StatusCode.VERIFICATION_FAILED) from e
+        raise _content_error(e) from e
     if not stat.S_ISREG(info.st_mode):
         raise BundleError(
             f"{relative}: is {describe_mode(info.st_mode)}, not a regular file",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aklited.drivefs import DriveEntryError, DriveIOError
 from aklited.errors import TrustError
 from aklited.status import StatusCode
 
@@ -51,3 +52,11 @@ def io_error(filename: str, err: OSError) -> TrustError:
     return TrustError(
         one_line(f"{filename}: cannot be read: {reason}"), code=StatusCode.TUF_UPDATE_FAILED
     )
+
+
+def drive_error(err: DriveEntryError, filename: str | None = None) -> TrustError:
+    """A metadata file the drive reader refused: 4 for an I/O error, else 11."""
+    name = filename or err.path
+    if isinstance(err, DriveIOError):
+        return io_error(name, err.error)
+    return security_error(name, err.reason)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from aklited.drivefs import BundleFiles, DriveIOError, MissingEntryError, UnsafeEntryError
-from aklited.tuf.errors import io_error, security_error
+from aklited.drivefs import BundleFiles, DriveEntryError, MissingEntryError
+from aklited.tuf.errors import drive_error, security_error
 from aklited.tuf.metadata import delegated_filename
 
 KIB = 1024
@@ -90,10 +90,8 @@ def read_bounded(
             return files.read(relative, limit=limit)
     except MissingEntryError:
         return None
-    except DriveIOError as e:
-        raise io_error(name, e.error) from e
-    except UnsafeEntryError as e:
-        raise security_error(name, e.reason) from e
+    except DriveEntryError as e:
+        raise drive_error(e, name) from e
 
 
 def _inside(path: Path, boundary: Path) -> str | None:
@@ -181,10 +179,10 @@ class DirectorySource:
                 names = files.list_dir(self.directory.relative_to(self.boundary).as_posix())
         except MissingEntryError:
             return []
-        except DriveIOError as e:
-            raise io_error(label, e.error) from e
-        except (UnsafeEntryError, ValueError) as e:
-            raise security_error(label, str(getattr(e, "reason", e))) from e
+        except DriveEntryError as e:
+            raise drive_error(e, label) from e
+        except ValueError as e:
+            raise security_error(label, str(e)) from e
         for name in names:
             stem = name.removesuffix(".root.json")
             if stem != name and stem.isdigit() and stem.isascii():
