@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aklited.drivefs import BundleFiles, DriveIOError
+from aklited.ostree_repo import object_relpath
 from aklited.ostree_walk import (
     CorruptObjectError,
     check_commit,
-    file_object,
     frame_ends,
     offset_size,
 )
@@ -123,7 +123,7 @@ def verify_commit_content(source: Path, commit: str, *, boundary: Path | None = 
             return 0
 
         def verify(checksum: str) -> None:
-            relative = file_object(checksum, "filez")
+            relative = object_relpath(checksum, "filez")
             actual = file_object_checksum(files, relative)
             if actual != checksum:
                 raise CorruptObjectError(

@@ -12,9 +12,15 @@ import hashlib
 from pathlib import Path
 
 
+def object_relpath(checksum: str, objtype: str) -> str:
+    """Where an object lies inside its repo, ``objtype`` one of commit, commitmeta, dirtree,
+    dirmeta, file, filez."""
+    return f"objects/{checksum[:2]}/{checksum[2:]}.{objtype}"
+
+
 def object_path(repo: Path, checksum: str, objtype: str) -> Path:
-    """Path of an object, ``objtype`` one of commit, dirtree, dirmeta, file."""
-    return repo / "objects" / checksum[:2] / f"{checksum[2:]}.{objtype}"
+    """Path of an object in ``repo``."""
+    return repo / object_relpath(checksum, objtype)
 
 
 def commit_path(repo: Path, commit: str) -> Path:

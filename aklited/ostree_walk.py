@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aklited.drivefs import BundleFiles, MissingEntryError, UnsafeEntryError, describe_mode
-from aklited.ostree_repo import object_path
+from aklited.ostree_repo import object_path, object_relpath
 from aklited.ostree_space import TreeListing
 
 _HEADER_READ = 64
@@ -147,11 +147,6 @@ def parse_dirtree(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, s
     return files, dirs
 
 
-def file_object(checksum: str, objtype: str) -> str:
-    """An object's path inside its repo."""
-    return f"objects/{checksum[:2]}/{checksum[2:]}.{objtype}"
-
-
 class _SourceRepo:
     """The bundle repo, read only through the confined reader."""
 
@@ -160,7 +155,7 @@ class _SourceRepo:
 
     def metadata(self, checksum: str, objtype: str) -> bytes:
         """A metadata object's bytes, checked against its checksum."""
-        relative = file_object(checksum, objtype)
+        relative = object_relpath(checksum, objtype)
         try:
             # ostree does not follow a link to a metadata object (it would report the
             # object missing, or skip a dirmeta): only files will do.
@@ -192,15 +187,15 @@ class _SourceRepo:
             self.files.is_dir(directory)
         if self.files.exists(f"state/{commit}.commitpartial"):
             raise MissingObjectError(self.files.path(f"state/{commit}.commitpartial"))
-        if self.files.exists(file_object(commit, "commitmeta")):
+        if self.files.exists(object_relpath(commit, "commitmeta")):
             self.files.read(
-                file_object(commit, "commitmeta"),
+                object_relpath(commit, "commitmeta"),
                 limit=_METADATA_LIMITS["commitmeta"],
                 follow_last=False,
             )
 
     def archive_size(self, checksum: str) -> int:
-        relative = file_object(checksum, "filez")
+        relative = object_relpath(checksum, "filez")
         try:
             head = self.files.read_head(relative, _HEADER_READ)
         except MissingEntryError as e:
@@ -210,7 +205,7 @@ class _SourceRepo:
         return int(struct.unpack_from(">Q", head, 8)[0])
 
     def bare_size(self, checksum: str, *, links: bool) -> int:
-        relative = file_object(checksum, "file")
+        relative = object_relpath(checksum, "file")
         try:
             info = self.files.lstat(relative)
         except MissingEntryError as e:
@@ -255,11 +250,17 @@ def walk_missing(
 
 def check_commit(files: BundleFiles, commit: str) -> tuple[TreeListing, str]:
     """:func:`walk_missing` against an empty destination: every object of the commit is
-    checked, and every file object listed. Also returns the repo mode."""
-    return _walk(_SourceRepo(files), commit, None)
+    checked, and every file object listed. Also returns the repo mode.
+
+    The sizes of ``archive`` file objects are not read (they are 0 in the listing): the
+    caller opens each object anyway to hash it, and that open checks it as the walk would.
+    """
+    return _walk(_SourceRepo(files), commit, None, sized=False)
 
 
-def _walk(repo: _SourceRepo, commit: str, destination: Path | None) -> tuple[TreeListing, str]:
+def _walk(
+    repo: _SourceRepo, commit: str, destination: Path | None, *, sized: bool = True
+) -> tuple[TreeListing, str]:
     repo.check_layout(commit)
     mode = repo.mode()
     try:
@@ -268,7 +269,6 @@ def _walk(repo: _SourceRepo, commit: str, destination: Path | None) -> tuple[Tre
         raise CorruptObjectError(f"commit {commit} does not parse: {e}") from e
     parsed: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str, str]]]] = {}
     metadata = {(root_tree, "dirtree"), (root_meta, "dirmeta")}
-    dirmetas = {root_meta}
     wanted: dict[str, bool] = {}  # missing file checksum -> is a boot file
     directories = 0
     stack = [("", root_tree)]
@@ -276,10 +276,9 @@ def _walk(repo: _SourceRepo, commit: str, destination: Path | None) -> tuple[Tre
         prefix, tree = stack.pop()
         directories += 1
         if tree not in parsed:
+            data = repo.metadata(tree, "dirtree")
             try:
-                parsed[tree] = parse_dirtree(repo.metadata(tree, "dirtree"))
-            except CorruptObjectError:
-                raise
+                parsed[tree] = parse_dirtree(data)
             except ValueError as e:
                 raise CorruptObjectError(f"dirtree {tree} does not parse: {e}") from e
         entries, dirs = parsed[tree]
@@ -293,16 +292,16 @@ def _walk(repo: _SourceRepo, commit: str, destination: Path | None) -> tuple[Tre
             wanted[checksum] = bool(_BOOT_FILE.match(f"{prefix}/{name}"))
         for name, sub_tree, sub_meta in dirs:
             metadata.update({(sub_tree, "dirtree"), (sub_meta, "dirmeta")})
-            dirmetas.add(sub_meta)
             stack.append((f"{prefix}/{name}", sub_tree))
-    for meta in dirmetas:
-        repo.metadata(meta, "dirmeta")
+    for checksum, kind in metadata:
+        if kind == "dirmeta":
+            repo.metadata(checksum, kind)
     archive = mode.startswith("archive")
 
     def size(checksum: str) -> int:
-        if archive:
-            return repo.archive_size(checksum)
-        return repo.bare_size(checksum, links=mode == "bare")
+        if not archive:
+            return repo.bare_size(checksum, links=mode == "bare")
+        return repo.archive_size(checksum) if sized else 0
 
     with ThreadPoolExecutor(max_workers=_READERS) as readers:
         sizes = list(readers.map(size, wanted))
