@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aklited.bundle import (
     BUNDLE_TARGETS,
@@ -33,15 +33,18 @@ from aklited.bundlemaker.signing import (
     expires_in,
     new_keyring_dir,
 )
+from aklited.content import verify_target_content
 from aklited.drivefs import BundleFiles
 from aklited.errors import AkliteError, TrustError
 from aklited.log import configure_logging
-from aklited.ostree import verify_bundle_commit
 from aklited.status import StatusCode
 from aklited.tuf.metadata import format_time, load_json
 from aklited.tuf.source import DEFAULT_LIMITS, DirectorySource, read_bounded
 from aklited.tuf.storage import DirectoryTrustStore
 from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
+
+if TYPE_CHECKING:
+    from aklited.apps.adapter import ComposeApps
 
 DESCRIPTION = """\
 Make, sign, inspect and verify offline update bundles (the layout fioctl writes:
@@ -361,23 +364,25 @@ async def verify_bundle_content(
             not matching, as an install would answer.
     """
     names = summary["bundle"]["targets"] if summary["bundle"] else sorted(summary["targets"])
+
+    def apps_reader() -> ComposeApps:
+        from aklited.apps.adapter import ComposeApps  # noqa: PLC0415 - Docker libraries
+        from aklited.apps.platforms import Platform  # noqa: PLC0415
+
+        return ComposeApps(platform=Platform.parse(platform) if platform else None)
+
     result: dict[str, str] = {}
     for name in names:
         target = summary["targets"].get(name)
         if target is None:
             continue
         commit = str(target["hashes"].get("sha256", ""))
-        objects = await verify_bundle_commit(bundle / "ostree_repo", commit, boundary=bundle)
-        done = [f"OSTree commit {commit[:12]}: {objects} file objects verified"]
-        apps = target_apps(target["custom"])
-        if apps:
-            from aklited.apps.adapter import ComposeApps  # noqa: PLC0415 - Docker libraries
-            from aklited.apps.platforms import Platform  # noqa: PLC0415
-
-            reader = ComposeApps(platform=Platform.parse(platform) if platform else None)
-            verified = await reader.verify(bundle / "apps", apps)
-            blobs = sum(len(app.blobs()) for app in verified)
-            done.append(f"{len(verified)} apps verified ({blobs} blobs)")
+        report = await verify_target_content(
+            bundle, commit, target_apps(target["custom"]), apps_reader=apps_reader
+        )
+        done = [f"OSTree commit {commit[:12]}: {report.objects} file objects verified"]
+        if report.apps:
+            done.append(f"{report.apps} apps verified ({report.blobs} blobs)")
         result[name] = "; ".join(done)
     return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aklited.bundle import (
     DeviceFacts,
@@ -20,12 +21,15 @@ from aklited.bundle import (
 )
 from aklited.cli.offline import print_error
 from aklited.config import Config
+from aklited.content import verify_target_content
 from aklited.errors import AkliteError
-from aklited.ostree import verify_bundle_commit
 from aklited.phases import INITIAL_TARGET, downgrade_guard
 from aklited.status import StatusCode
 from aklited.store import InstallRecord, Store
 from aklited.tuf.storage import OverlayTrustStore
+
+if TYPE_CHECKING:
+    from aklited.apps.adapter import ComposeApps
 
 
 async def check(config: Config, src_dir: Path, *, deep: bool = False) -> int:
@@ -80,28 +84,32 @@ async def verify_content(config: Config, bundle: VerifiedBundle, target: Selecte
         AkliteError: 50 the drive could not be read, 70 content is unsafe or does not match,
             8 content is missing.
     """
-    layout = bundle.layout
-    objects = await verify_bundle_commit(
-        layout.ostree_repo, target.ostree_commit, boundary=layout.root
-    )
-    parts = [
-        f"OSTree commit verified ({objects} file objects hashed)"
-        if objects
-        else "OSTree commit checked (not an archive repo: objects checked, not hashed)"
-    ]
     device = DeviceFacts.from_config(config)
-    if target.apps and device.with_apps:
+
+    def apps_reader() -> ComposeApps:
         from aklited.apps.adapter import ComposeApps  # noqa: PLC0415 - Docker client libraries
 
-        apps = ComposeApps(
+        return ComposeApps(
             store_root=config.pacman.reset_apps_root,
             compose_root=config.pacman.compose_apps_root,
             docker_host=config.aklited.docker_host,
             compose_bin=config.pacman.docker_compose_bin,
         )
-        verified = await apps.verify(layout.apps_dir, target.apps, shortlist=device.compose_apps)
-        blobs = sum(len(app.blobs()) for app in verified)
-        parts.append(f"{len(verified)} apps verified ({blobs} blobs hashed)")
+
+    report = await verify_target_content(
+        bundle.layout.root,
+        target.ostree_commit,
+        target.apps if device.with_apps else {},
+        apps_reader=apps_reader,
+        shortlist=device.compose_apps,
+    )
+    parts = [
+        f"OSTree commit verified ({report.objects} file objects hashed)"
+        if report.objects
+        else "OSTree commit checked (not an archive repo: objects checked, not hashed)"
+    ]
+    if report.apps:
+        parts.append(f"{report.apps} apps verified ({report.blobs} blobs hashed)")
     return "; ".join(parts)
 
 
