@@ -318,10 +318,9 @@ class BundleFiles:
         if not parts:
             self._root(name)
             return ()
-        _, last, info, canonical = self._lookup(parts, name, follow_last=True)
+        _, _, info, canonical = self._lookup(parts, name, follow_last=True)
         if not stat.S_ISDIR(info.st_mode):
             raise UnsafeEntryError(name, f"is {describe_mode(info.st_mode)}, not a directory")
-        del last
         return canonical
 
     def _resolve(

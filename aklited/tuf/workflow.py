@@ -13,7 +13,8 @@ Policy lives here, checks live in :class:`~aklited.tuf.trusted.TrustedSet`:
   result says so (``from_store`` and ``rollback``); ``fallback_to_store=False`` refuses it;
 * delegated targets roles (TUF dialect) are walked depth first from the top-level targets
   in delegation order, each verified with its delegator's keys, checked against snapshot
-  meta and expiry, and saved; every role any delegation reaches must be valid, at most
+  meta and expiry, and saved; every role any delegation reaches must be valid (one the
+  snapshot does not list is skipped: it offers no targets), at most
   ``max_delegations`` of them are loaded, and the targets are then resolved as the TUF
   search would (:mod:`aklited.tuf.delegations`).
 """
@@ -351,11 +352,7 @@ class TrustWorkflow:
         label = f"{self.label_prefix}{filename}"
         snapshot = trusted.snapshot
         assert snapshot is not None
-        listed = snapshot.signed.meta.get(f"{role}.json")
-        if listed is None:
-            raise security_error(
-                label, f"is delegated by {delegator} but snapshot.json does not list it"
-            )
+        listed = snapshot.signed.meta[f"{role}.json"]  # _listed said so
         raw = self._required(self.source.fetch_delegated(role, listed.version), filename)
         loaded = trusted.update_delegated_targets(
             raw, role=role, delegator=delegator, filename=label
