@@ -8,15 +8,15 @@ setup:
 	@VENV=$(VENV) ./scripts/setup.sh
 
 lint: setup
-	$(VENV)/bin/ruff check aklited tests bench
-	$(VENV)/bin/ruff format --check aklited tests bench
-	$(VENV)/bin/mypy --strict aklited
+	$(VENV)/bin/ruff check aklited aklite_bundle aklited_sim tests bench
+	$(VENV)/bin/ruff format --check aklited aklite_bundle aklited_sim tests bench
+	$(VENV)/bin/mypy --strict
 
 test: lint
 	$(PY) -m pytest -q tests
 
 demo: setup
-	@$(PY) -m aklited.demo
+	@$(PY) -m aklited_sim.demo
 
 bench: setup
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -6,7 +6,7 @@ errors and ``LastResult``. Code branches on the exception type or ``code``, neve
 
 from __future__ import annotations
 
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 
 class AkliteError(Exception):

@@ -1,9 +1,9 @@
 """Builds the engine's real collaborators from the configuration.
 
 The adapters here only translate between the engine's small protocols
-(:mod:`aklited.ports`) and the modules that do the work: the trust workflow and target
-selection (:mod:`aklited.bundle`), the OSTree sysroot (:mod:`aklited.ostree`), Compose Apps
-(:mod:`aklited.apps`) and systemd (:mod:`aklited.systemd`).
+(:mod:`aklited.engine.ports`) and the modules that do the work: bundle verification and
+target selection (:mod:`aklited.bundle`), the OSTree sysroot (:mod:`aklited.rootfs`),
+Compose Apps (:mod:`aklited.apps`) and systemd (:mod:`aklited.host`).
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aklited.apps.adapter import ComposeApps
-from aklited.bundle import DeviceFacts, select_target, verify_bundle
+from aklited.bundle.device import DeviceFacts
+from aklited.bundle.select import select_target
+from aklited.bundle.verify import verify_bundle
 from aklited.config import Config
-from aklited.engine import Engine, EngineSettings
+from aklited.engine.engine import Engine, EngineSettings
+from aklited.engine.journal import Store
+from aklited.engine.phases import downgrade_guard
+from aklited.engine.ports import CurrentTarget, EngineObserver, TargetSpec
 from aklited.errors import AppsError
-from aklited.ostree import OstreeSysroot
-from aklited.phases import downgrade_guard
-from aklited.ports import CurrentTarget, EngineObserver, TargetSpec
-from aklited.store import Store
-from aklited.systemd import ServiceManager, connect_systemd
+from aklited.host.systemd import ServiceManager, connect_systemd
+from aklited.rootfs.sysroot import OstreeSysroot
 
 
 class BundleTrust:
@@ -76,7 +78,7 @@ def _rollback_note(rollback: str | None) -> str | None:
 
 
 class OstreeRootfs:
-    """RootfsPort over :class:`~aklited.ostree.OstreeSysroot`."""
+    """RootfsPort over :class:`~aklited.rootfs.sysroot.OstreeSysroot`."""
 
     def __init__(self, sysroot: OstreeSysroot) -> None:
         self._sysroot = sysroot
@@ -168,6 +170,17 @@ class NoApps:
         return {}
 
 
+def device_facts(config: Config) -> DeviceFacts:
+    """Hardware id, type, tags and app shortlist, as selection needs them."""
+    return DeviceFacts(
+        hardware_id=config.provision.hardware_id,
+        device_type=config.aklited.device_type,
+        tags=tuple(config.pacman.tags),
+        compose_apps=config.pacman.compose_apps,
+        with_apps=config.pacman.type != "ostree",
+    )
+
+
 def engine_settings(config: Config) -> EngineSettings:
     return EngineSettings(
         lock_path=config.aklited.lock_path,
@@ -198,7 +211,7 @@ async def build_engine(
             store=store,
             trust=BundleTrust(
                 store=store,
-                device=DeviceFacts.from_config(config),
+                device=device_facts(config),
                 provisioned_roots=config.storage.uptane_metadata_path / config.aklited.device_type,
             ),
             rootfs=OstreeRootfs(

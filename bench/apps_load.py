@@ -26,16 +26,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from aklited.apps import ComposeApps
-from aklited.apps.builder import (
+from aklite_bundle.appstore import (
     AppStoreBuilder,
     BuiltLayer,
     ServiceSpec,
     busybox_rootfs_tar,
     data_layer_tar,
 )
+from aklited.apps import ComposeApps
 from aklited.apps.loader import write_docker_save_tar
-from aklited.sim.dockerd import Dockerd, start_dockerd
+from aklited_sim.dockerd import Dockerd, start_dockerd
 
 
 def build_store(work: Path, *, images: int, layer_mib: int) -> dict[str, str]:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import structlog
 
-from aklited import sim
-from aklited.sim import SimDevice
-from aklited.sim.loopfs import loop_ext4
+import aklited_sim as sim
+from aklited_sim import SimDevice
+from aklited_sim.loopfs import loop_ext4
 
 BIG_FILES, BIG_SIZE = 190, 1024 * 1024
 SMALL_FILES, SMALL_SIZE = 1000, 10 * 1024

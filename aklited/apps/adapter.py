@@ -25,7 +25,7 @@ from aklited.apps.model import App
 from aklited.apps.platforms import Platform
 from aklited.apps.store import StoreReader
 from aklited.errors import AppsError
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
 

@@ -25,8 +25,8 @@ from aklited.drivefs import (
     describe_mode,
 )
 from aklited.errors import AppsError
-from aklited.fsutil import fsync_dir
-from aklited.status import StatusCode
+from aklited.host.files import fsync_dir
+from aklited.outcomes import StatusCode
 
 CHUNK = 1024 * 1024
 _HEX = re.compile(r"[0-9a-f]{64}")

@@ -27,8 +27,8 @@ from aklited.apps.proc import Completed
 from aklited.apps.store import CONFIG_HASH_LABEL
 from aklited.apps.tarsafe import COMPOSE_FILE, extract_bundle
 from aklited.errors import AppsError
-from aklited.fsutil import atomic_write, fsync_dir
-from aklited.status import StatusCode
+from aklited.host.files import atomic_write, fsync_dir
+from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
 

@@ -30,7 +30,7 @@ from aklited.apps import blobs as blobstore
 from aklited.apps.blobs import Blob
 from aklited.apps.model import AppImage
 from aklited.errors import AppsError
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
 

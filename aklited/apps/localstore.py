@@ -23,8 +23,8 @@ from aklited.apps.blobs import Blob
 from aklited.apps.model import App
 from aklited.apps.store import app_dir
 from aklited.errors import AppsError
-from aklited.fsutil import atomic_write
-from aklited.status import StatusCode
+from aklited.host.files import atomic_write
+from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
 

@@ -27,7 +27,7 @@ from aklited.apps.platforms import Platform
 from aklited.apps.tarsafe import COMPOSE_FILE, extract_bundle
 from aklited.drivefs import DriveEntryError, MissingEntryError
 from aklited.errors import AppsError
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
 

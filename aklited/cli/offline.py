@@ -1,6 +1,6 @@
 """``aklite-offline``: the drop-in command line for offline updates.
 
-Exit codes are aktualizr-lite's (see ``aklited.status.StatusCode``); every failure prints
+Exit codes are aktualizr-lite's (see ``aklited.outcomes.StatusCode``); every failure prints
 one line on stderr saying what went wrong and what to do.
 """
 
@@ -18,10 +18,10 @@ import structlog
 from aklited.config import Config, dumps_toml, effective_toml, load_config
 from aklited.errors import AkliteError, InternalError
 from aklited.log import AKLITE_LOG_LEVELS, configure_logging
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 if TYPE_CHECKING:
-    from aklited.engine import Outcome
+    from aklited.engine.engine import Outcome
 
 PROG = "aklite-offline"
 

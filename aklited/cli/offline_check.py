@@ -12,21 +12,17 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aklited.bundle import (
-    DeviceFacts,
-    SelectedTarget,
-    VerifiedBundle,
-    select_target,
-    verify_bundle,
-)
+from aklited.bundle.content import verify_target_content
+from aklited.bundle.select import SelectedTarget, select_target
+from aklited.bundle.verify import VerifiedBundle, verify_bundle
 from aklited.cli.offline import print_error
 from aklited.config import Config
-from aklited.content import verify_target_content
+from aklited.engine.journal import InstallRecord, Store
+from aklited.engine.phases import INITIAL_TARGET, downgrade_guard
 from aklited.errors import AkliteError
-from aklited.phases import INITIAL_TARGET, downgrade_guard
-from aklited.status import StatusCode
-from aklited.store import InstallRecord, Store
-from aklited.tuf.storage import OverlayTrustStore
+from aklited.outcomes import StatusCode
+from aklited.trust.storage import OverlayTrustStore
+from aklited.wiring import device_facts
 
 if TYPE_CHECKING:
     from aklited.apps.adapter import ComposeApps
@@ -42,7 +38,7 @@ async def check(config: Config, src_dir: Path, *, deep: bool = False) -> int:
         else the failure's code (4, 6, 8, 11, 12, 14, 15, 20, 102; with ``deep`` also 50
         and 70 for the content, as an install would answer).
     """
-    device = DeviceFacts.from_config(config)
+    device = device_facts(config)
     store: Store | None = None
     try:
         store = await asyncio.to_thread(Store.open_readonly, config.storage.db_path)
@@ -84,7 +80,7 @@ async def verify_content(config: Config, bundle: VerifiedBundle, target: Selecte
         AkliteError: 50 the drive could not be read, 70 content is unsafe or does not match,
             8 content is missing.
     """
-    device = DeviceFacts.from_config(config)
+    device = device_facts(config)
 
     def apps_reader() -> ComposeApps:
         from aklited.apps.adapter import ComposeApps  # noqa: PLC0415 - Docker client libraries

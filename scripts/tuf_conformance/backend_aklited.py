@@ -1,7 +1,7 @@
 """The aklited verifier back-end: TrustWorkflow as ``aklite-bundle verify`` builds it.
 
-:class:`aklited.tuf.workflow.TrustWorkflow` on a :class:`~aklited.tuf.source.DirectorySource`
-with a :class:`~aklited.tuf.storage.DirectoryTrustStore` over the suite's metadata directory,
+:class:`aklited.trust.workflow.TrustWorkflow` on a :class:`~aklited.trust.source.DirectorySource`
+with a :class:`~aklited.trust.storage.DirectoryTrustStore` over the suite's metadata directory,
 ``fallback_to_store=False`` (a bundle older than the trusted metadata fails).
 """
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 from adapter import AdapterError, TargetInfo, log, role_filename, target_info
 
-from aklited.tuf import storage
-from aklited.tuf.source import DEFAULT_LIMITS, DirectorySource, read_bounded
-from aklited.tuf.storage import ROLES, DirectoryTrustStore
-from aklited.tuf.trusted import TrustedSet
-from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
+from aklited.trust import storage
+from aklited.trust.source import DEFAULT_LIMITS, DirectorySource, read_bounded
+from aklited.trust.storage import ROLES, DirectoryTrustStore
+from aklited.trust.trusted import TrustedSet
+from aklited.trust.workflow import TrustWorkflow, VerifiedMetadata
 
 # Method names a delegation-aware VerifiedMetadata might offer (first found wins).
 TARGET_RESOLVERS = ("find_target", "get_targetinfo", "resolve_target", "lookup_target")

@@ -1,4 +1,4 @@
-"""The isolated Docker engine as a pytest fixture body (the engine itself: aklited.sim.dockerd)."""
+"""The isolated Docker engine as a pytest fixture body (the engine itself: aklited_sim.dockerd)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aklited.sim.dockerd import DOCKERD, Dockerd, start_dockerd
+from aklited_sim.dockerd import DOCKERD, Dockerd, start_dockerd
 
 __all__ = ["Dockerd", "dockerd_fixture", "start_dockerd"]
 

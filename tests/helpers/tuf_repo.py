@@ -38,16 +38,16 @@ from tuf.ngclient import FetcherInterface, Updater
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
 from tuf.ngclient.config import EnvelopeType
 
-from aklited.bundlemaker.build import TargetSpec, write_app_uris
-from aklited.bundlemaker.keys import SigningKey, generate_key
-from aklited.bundlemaker.signing import (
+from aklite_bundle.build import TargetSpec, write_app_uris
+from aklite_bundle.keys import SigningKey, generate_key
+from aklite_bundle.signing import (
     Keyring,
     bundle_targets_signed,
     expires_in,
     meta_entry,
     sign_document,
 )
-from aklited.tuf.canonical import foundries_canonical
+from aklited.trust.canonical import foundries_canonical
 
 KEY_TYPES = ("ed25519", "rsa", "ecdsa")
 ROLES = ("root", "timestamp", "snapshot", "targets")

@@ -10,8 +10,7 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from aklited.apps import ComposeApps, Platform
-from aklited.apps.builder import (
+from aklite_bundle.appstore import (
     AppStoreBuilder,
     BuiltApp,
     BuiltImage,
@@ -19,6 +18,7 @@ from aklited.apps.builder import (
     ServiceSpec,
     busybox_rootfs_tar,
 )
+from aklited.apps import ComposeApps, Platform
 from tests.helpers.dockerd import Dockerd, dockerd_fixture
 
 pytestmark = pytest.mark.docker

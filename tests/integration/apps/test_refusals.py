@@ -12,9 +12,7 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from aklited.apps import App
-from aklited.apps.blobs import blob_path
-from aklited.apps.builder import (
+from aklite_bundle.appstore import (
     LAYER_GZIP,
     LAYER_ZSTD,
     BuiltApp,
@@ -22,10 +20,12 @@ from aklited.apps.builder import (
     busybox_rootfs_tar,
     render_compose,
 )
+from aklited.apps import App
+from aklited.apps.blobs import blob_path
 from aklited.apps.platforms import Platform
 from aklited.apps.tarsafe import COMPOSE_FILE
 from aklited.errors import AppsError
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 from .conftest import AppsEnv, image_tags, project_containers
 

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.ostree]
 
 def test_demo_updates_the_simulated_device() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "aklited.demo"],
+        [sys.executable, "-m", "aklited_sim.demo"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aklited.sim.sysroot import remove_tree
+from aklited_sim.sysroot import remove_tree
 from tests.helpers.dbus import SystemdMock, private_system_bus, systemd_mock
 from tests.helpers.dockerd import Dockerd, dockerd_fixture
 from tests.integration.engine.harness import Device, Factory, clean_engine, make_e2e_device

@@ -1,6 +1,6 @@
 """A simulated factory and device for end-to-end engine tests, all real components.
 
-The factory signs TUF metadata with ``aklited.bundlemaker``, commits rootfs trees with the
+The factory signs TUF metadata with ``aklite_bundle``, commits rootfs trees with the
 ``ostree`` CLI and builds app stores from busybox-static; it writes bundles onto a
 loop-mounted ext4 "USB drive". The device is an OSTree sysroot in a temp directory with
 its kernel command line in a file, a private dockerd, a private system bus with systemd
@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aklited.apps.builder import AppStoreBuilder, BuiltLayer, ServiceSpec, busybox_rootfs_tar
-from aklited.bundlemaker.build import BundleOptions, TargetSpec, create_bundle
-from aklited.bundlemaker.signing import Keyring
-from aklited.sim.dockerd import Dockerd
-from aklited.sim.loopfs import LoopFs, loop_ext4
-from aklited.sim.sysroot import SimDevice, commit_tree, make_device, make_tree, reboot
+from aklite_bundle.appstore import AppStoreBuilder, BuiltLayer, ServiceSpec, busybox_rootfs_tar
+from aklite_bundle.build import BundleOptions, TargetSpec, create_bundle
+from aklite_bundle.signing import Keyring
+from aklited_sim.dockerd import Dockerd
+from aklited_sim.loopfs import LoopFs, loop_ext4
+from aklited_sim.sysroot import SimDevice, commit_tree, make_device, make_tree, reboot
 
 HWID = "intel-corei7-64"
 TAG = "main"

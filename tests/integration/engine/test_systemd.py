@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aklited.systemd import NoSystemd, Systemd, SystemdError, connect_systemd
+from aklited.host.systemd import NoSystemd, Systemd, SystemdError, connect_systemd
 from tests.helpers.dbus import SystemdMock
 
 

@@ -9,13 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-from aklited.store import Store
+from aklited.engine.journal import Store
 
 WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from aklited.store import Store
+    from aklited.engine.journal import Store
 
     store = Store.open(Path(sys.argv[1]))
     mode = sys.argv[2]

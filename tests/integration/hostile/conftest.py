@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aklited.sim.sysroot import remove_tree
+from aklited_sim.sysroot import remove_tree
 from tests.helpers.dbus import SystemdMock, private_system_bus, systemd_mock
 from tests.helpers.dockerd import Dockerd
 from tests.integration.engine.conftest import dockerd, system_bus, systemd

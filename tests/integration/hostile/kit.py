@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from aklited.phases import IN_FLIGHT, INITIAL_TARGET, PENDING
+from aklited.engine.phases import IN_FLIGHT, INITIAL_TARGET, PENDING
 from tests.helpers.dbus import SystemdMock
 from tests.helpers.inotify import Event, Watcher
 from tests.integration.engine.harness import Device

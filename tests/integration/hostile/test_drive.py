@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aklited.sim.loopfs import loop_ext4
+from aklited_sim.loopfs import loop_ext4
 from tests.helpers.drive import pull_out
 from tests.integration.engine.harness import usb_drive
 from tests.integration.hostile.kit import (

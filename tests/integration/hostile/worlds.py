@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aklited.apps.builder import AppStoreBuilder, BuiltApp, BuiltImage, ServiceSpec
-from aklited.apps.builder import busybox_rootfs_tar as make_busybox_rootfs_tar
-from aklited.bundlemaker.signing import (
+from aklite_bundle.appstore import AppStoreBuilder, BuiltApp, BuiltImage, ServiceSpec
+from aklite_bundle.appstore import busybox_rootfs_tar as make_busybox_rootfs_tar
+from aklite_bundle.signing import (
     Keyring,
     expires_in,
     meta_entry,
     publish_top_level,
     sign_document,
 )
-from aklited.sim.sysroot import SimDevice, commit_tree, make_device, make_tree, remove_tree
+from aklited_sim.sysroot import SimDevice, commit_tree, make_device, make_tree, remove_tree
 from tests.helpers.dbus import SystemdMock
 from tests.helpers.dockerd import Dockerd
 from tests.integration.engine.harness import (

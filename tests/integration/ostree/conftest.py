@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aklited import sim
-from aklited.sim import SimDevice
-from aklited.sim.loopfs import LoopFs, loop_ext4
+import aklited_sim as sim
+from aklited_sim import SimDevice
+from aklited_sim.loopfs import LoopFs, loop_ext4
 from tests.integration.ostree.support import BundleRepo
 
 

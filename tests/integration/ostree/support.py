@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aklited import sim
+import aklited_sim as sim
 
 # Every test module here applies these: real ostree, and root for loop devices and mounts.
 requirements = [

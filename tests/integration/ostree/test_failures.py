@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from aklited import sim
+import aklited_sim as sim
 from aklited.errors import OstreeError
-from aklited.ostree_repo import commit_path
-from aklited.sim import SimDevice
-from aklited.sim.loopfs import loop_ext4
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
+from aklited.rootfs.repo import commit_path
+from aklited_sim import SimDevice
+from aklited_sim.loopfs import loop_ext4
 from tests.integration.ostree.support import BundleRepo, requirements
 
 pytestmark = requirements

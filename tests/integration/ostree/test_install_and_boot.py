@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from aklited import sim
+import aklited_sim as sim
 from aklited.errors import OstreeError
-from aklited.ostree import OstreeSysroot
-from aklited.ostree_status import deployment_dir
-from aklited.sim import SimDevice
-from aklited.sim.loopfs import LoopFs
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
+from aklited.rootfs.status import deployment_dir
+from aklited.rootfs.sysroot import OstreeSysroot
+from aklited_sim import SimDevice
+from aklited_sim.loopfs import LoopFs
 from tests.integration.ostree.support import BundleRepo, requirements
 
 pytestmark = requirements

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aklited.sim.loopfs import loop_ext4
+from aklited_sim.loopfs import loop_ext4
 from tests.integration.ostree.support import requirements
 
 pytestmark = requirements

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from aklited import sim
-from aklited.sim import SimDevice
+import aklited_sim as sim
+from aklited_sim import SimDevice
 from tests.integration.ostree.support import BundleRepo, repo_bytes, requirements
 
 pytestmark = requirements

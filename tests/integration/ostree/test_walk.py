@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from aklited import sim
+import aklited_sim as sim
 from aklited.drivefs import UnsafeEntryError
-from aklited.ostree_content import verify_commit_content
-from aklited.ostree_repo import commit_path, object_path
-from aklited.ostree_space import parse_tree_listing
-from aklited.ostree_walk import (
+from aklited.rootfs.content import verify_commit_content
+from aklited.rootfs.repo import commit_path, object_path
+from aklited.rootfs.space import parse_tree_listing
+from aklited.rootfs.walk import (
     CorruptObjectError,
     MissingObjectError,
     parse_commit_root,

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from aklited.bundle import DeviceFacts, verify_bundle_sync
-from aklited.bundlemaker.signing import Keyring
+from aklite_bundle.signing import Keyring
+from aklited.bundle.device import DeviceFacts
+from aklited.bundle.verify import verify_bundle_sync
 from aklited.config import Config, load_config
-from aklited.store import Store
+from aklited.engine.journal import Store
+from aklited.wiring import device_facts
 from tests.helpers.tuf_repo import HWID, TAG, keyring, target_spec, write_foundries_bundle
 
 
@@ -30,7 +32,7 @@ class Device:
 
     @property
     def facts(self) -> DeviceFacts:
-        return DeviceFacts.from_config(self.config)
+        return device_facts(self.config)
 
     def state(self) -> dict[str, bytes]:
         """Every file under storage.path and the provisioned roots, by path.

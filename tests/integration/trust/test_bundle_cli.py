@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from aklited.bundlemaker.signing import Keyring
+from aklite_bundle.signing import Keyring
 from aklited.cli.offline_check import check
-from aklited.store import Store
+from aklited.engine.journal import Store
 from tests.helpers.tuf_repo import (
     HWID,
     TAG,
@@ -30,7 +30,7 @@ from .conftest import Device, make_device
 
 pytestmark = pytest.mark.ostree
 
-BUNDLE_CLI = [sys.executable, "-m", "aklited.cli.bundle"]
+BUNDLE_CLI = [sys.executable, "-m", "aklite_bundle.cli"]
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from aklited.cli.offline_check import check
-from aklited.sim.loopfs import loop_ext4
-from aklited.store import Store
+from aklited.engine.journal import Store
+from aklited_sim.loopfs import loop_ext4
 from tests.helpers.tuf_repo import keyring, target_spec, write_foundries_bundle
 
 from .conftest import Device, make_device

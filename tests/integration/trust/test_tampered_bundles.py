@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from aklited.bundlemaker.signing import expires_in, sign_document
+from aklite_bundle.signing import expires_in, sign_document
 from aklited.cli.offline_check import check
-from aklited.store import Store
+from aklited.engine.journal import Store
 from tests.helpers.tuf_repo import (
     edit_document,
     fresh_key,

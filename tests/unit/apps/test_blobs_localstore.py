@@ -20,7 +20,7 @@ from aklited.apps.loader import TarStream
 from aklited.apps.localstore import LocalStore
 from aklited.apps.model import App, AppImage, Service
 from aklited.errors import AppsError
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 
 def _put(store: Path, data: bytes, media_type: str = "") -> Blob:

@@ -5,7 +5,7 @@ import pytest
 from aklited.apps.blobs import Blob
 from aklited.apps.model import AppImage, parse_app_uri, parse_image_ref
 from aklited.errors import AppsError
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 HEX = "ab" * 32
 HEX2 = "cd" * 32

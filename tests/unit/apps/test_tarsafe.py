@@ -11,7 +11,7 @@ import pytest
 
 from aklited.apps.tarsafe import COMPOSE_FILE, extract_bundle
 from aklited.errors import AppsError
-from aklited.status import StatusCode
+from aklited.outcomes import StatusCode
 
 COMPOSE = b"services: {}\n"
 

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from aklited.current_target import write_current_target
 from aklited.errors import LockError
-from aklited.fsutil import atomic_write
-from aklited.lock import UpdateLock
+from aklited.host.current_target import write_current_target
+from aklited.host.files import atomic_write
+from aklited.host.lock import UpdateLock
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from aklited.lock import UpdateLock
+    from aklited.host.lock import UpdateLock
     lock = UpdateLock(Path(sys.argv[1]))
     lock.acquire()
     print("held", flush=True)

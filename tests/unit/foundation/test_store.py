@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from aklited.engine.journal import SCHEMA_VERSION, Store
 from aklited.errors import AppsError, StoreError
-from aklited.status import StatusCode
-from aklited.store import SCHEMA_VERSION, Store
+from aklited.outcomes import StatusCode
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from aklited import ostree_space
-from aklited.ostree_cli import PullProgress
-from aklited.ostree_space import SpaceEstimate, parse_tree_listing, reserved_bytes
+from aklited.rootfs import space as ostree_space
+from aklited.rootfs.cli import PullProgress
+from aklited.rootfs.space import SpaceEstimate, parse_tree_listing, reserved_bytes
 
 D1, D2, M = "1" * 64, "2" * 64, "f" * 64
 F1, F2, K, L = "3" * 64, "4" * 64, "5" * 64, "6" * 64

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from aklited.ostree import SysrootStatus
-from aklited.ostree_status import (
+from aklited.rootfs.status import (
     Deployment,
     mark_deployments,
     parse_admin_status,
     parse_boot_argument,
 )
+from aklited.rootfs.sysroot import SysrootStatus
 
 A = "a" * 64
 B = "b" * 64

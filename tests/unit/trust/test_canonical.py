@@ -7,7 +7,7 @@ import json
 import pytest
 from securesystemslib.formats import encode_canonical
 
-from aklited.tuf.canonical import CanonicalError, foundries_canonical, olpc_canonical
+from aklited.trust.canonical import CanonicalError, foundries_canonical, olpc_canonical
 
 SAMPLES = [
     {"b": 1, "a": [True, False, None], "c": {"z": "y"}},

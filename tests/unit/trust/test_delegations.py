@@ -21,13 +21,13 @@ import pytest
 from securesystemslib.formats import encode_canonical
 from tuf.api.metadata import DelegatedRole, Snapshot
 
+from aklited.engine.journal import Store
 from aklited.errors import TrustError
-from aklited.store import Store
-from aklited.tuf.delegations import find_target
-from aklited.tuf.metadata import delegated_filename, path_matches
-from aklited.tuf.source import DirectorySource, SizeLimits
-from aklited.tuf.storage import DirectoryTrustStore, OverlayTrustStore, TrustStore, delegated_key
-from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
+from aklited.trust.delegations import find_target
+from aklited.trust.metadata import delegated_filename, path_matches
+from aklited.trust.source import DirectorySource, SizeLimits
+from aklited.trust.storage import DirectoryTrustStore, OverlayTrustStore, TrustStore, delegated_key
+from aklited.trust.workflow import TrustWorkflow, VerifiedMetadata
 from tests.helpers.tuf_repo import (
     TufRepo,
     delegated_file,

@@ -13,19 +13,16 @@ from typing import Any
 import pytest
 from tuf.api.metadata import Snapshot
 
-from aklited.bundle import (
-    DeviceFacts,
-    parse_version,
-    select_target_sync,
-    verify_bundle_sync,
-)
+from aklited.bundle.device import DeviceFacts
+from aklited.bundle.select import parse_version, select_target_sync
+from aklited.bundle.verify import verify_bundle_sync
+from aklited.engine.journal import Store
 from aklited.errors import TrustError
-from aklited.status import StatusCode
-from aklited.store import Store
-from aklited.tuf.metadata import MAX_VERSION, load_json
-from aklited.tuf.source import DirectorySource
-from aklited.tuf.storage import OverlayTrustStore
-from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
+from aklited.outcomes import StatusCode
+from aklited.trust.metadata import MAX_VERSION, load_json
+from aklited.trust.source import DirectorySource
+from aklited.trust.storage import OverlayTrustStore
+from aklited.trust.workflow import TrustWorkflow, VerifiedMetadata
 from tests.helpers.tuf_repo import (
     HWID,
     TAG,

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from aklited.bundlemaker.keys import generate_key, load_key
-from aklited.tuf.keys import Dialect, KeyFormatError, decode_signature, parse_key
+from aklite_bundle.keys import generate_key, load_key
+from aklited.trust.keys import Dialect, KeyFormatError, decode_signature, parse_key
 
 DATA = b'{"_type":"Targets","version":1}'
 

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from aklited.errors import TrustError
-from aklited.tuf.canonical import foundries_canonical
-from aklited.tuf.keys import Dialect
-from aklited.tuf.metadata import parse_envelope
-from aklited.tuf.trusted import TrustedSet, verify_role
+from aklited.trust.canonical import foundries_canonical
+from aklited.trust.keys import Dialect
+from aklited.trust.metadata import parse_envelope
+from aklited.trust.trusted import TrustedSet, verify_role
 
 DATA = Path(__file__).parent / "data"
 IN_2019 = datetime(2019, 1, 1, tzinfo=UTC)

@@ -7,15 +7,11 @@ from typing import Any
 
 import pytest
 
-from aklited.bundle import (
-    DeviceFacts,
-    VerifiedBundle,
-    parse_version,
-    select_target_sync,
-    verify_bundle_sync,
-)
+from aklited.bundle.device import DeviceFacts
+from aklited.bundle.select import parse_version, select_target_sync
+from aklited.bundle.verify import VerifiedBundle, verify_bundle_sync
 from aklited.errors import BundleError
-from aklited.tuf.storage import OverlayTrustStore
+from aklited.trust.storage import OverlayTrustStore
 from tests.helpers.tuf_repo import (
     HWID,
     TAG,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aklited.errors import TrustError
-from aklited.tuf.source import DirectorySource, SizeLimits, read_bounded
+from aklited.trust.source import DirectorySource, SizeLimits, read_bounded
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from aklited.errors import TrustError
-from aklited.status import StatusCode
-from aklited.tuf.source import DirectorySource
-from aklited.tuf.storage import OverlayTrustStore
-from aklited.tuf.workflow import TrustWorkflow
+from aklited.outcomes import StatusCode
+from aklited.trust.source import DirectorySource
+from aklited.trust.storage import OverlayTrustStore
+from aklited.trust.workflow import TrustWorkflow
 from tests.helpers.tuf_repo import KEY_TYPES, TufRepo, edit_json, oracle_verdict, signer
 
 PAST = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 import structlog
 
-from aklited.bundle import DeviceFacts, verify_bundle_sync
-from aklited.bundlemaker.signing import Keyring, meta_entry, sign_document
+from aklite_bundle.signing import Keyring, meta_entry, sign_document
+from aklited.bundle.device import DeviceFacts
+from aklited.bundle.verify import verify_bundle_sync
 from aklited.errors import TrustError
-from aklited.tuf.canonical import foundries_canonical
-from aklited.tuf.errors import MetadataRollbackError
-from aklited.tuf.source import DirectorySource
-from aklited.tuf.storage import DirectoryTrustStore, OverlayTrustStore
-from aklited.tuf.workflow import TrustWorkflow, VerifiedMetadata
+from aklited.trust.canonical import foundries_canonical
+from aklited.trust.errors import MetadataRollbackError
+from aklited.trust.source import DirectorySource
+from aklited.trust.storage import DirectoryTrustStore, OverlayTrustStore
+from aklited.trust.workflow import TrustWorkflow, VerifiedMetadata
 from tests.helpers.tuf_repo import (
     HWID,
     TAG,

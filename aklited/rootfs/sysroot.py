@@ -1,0 +1,542 @@
+"""The OSTree rootfs: pull a commit from a bundle, deploy it, know what is booted, roll back, prune.
+
+An async adapter over the ``ostree`` command line, which every LmP image has. It keeps no
+state of its own: every answer is read from the sysroot (``ostree admin status``, the boot
+links and entries, the deployment directories) and the kernel command line.
+
+Trust comes from TUF, which names the commit by its sha256. The adapter checks that the
+bundle's commit object really hashes to that name before copying anything, makes ostree
+verify every object it copies (``pull-local --untrusted``), and checks the commit again in
+the sysroot repo afterwards.
+
+Typical use by the engine::
+
+    rootfs = OstreeSysroot(sysroot=Path("/sysroot"), osname="lmp")
+    await rootfs.pull(source_repo=bundle / "ostree_repo", commit=sha, on_progress=report)
+    new = await rootfs.deploy(commit=sha)          # pending until the next boot
+    ...                                            # reboot
+    status = await rootfs.status()                 # status.booted.checksum == sha ?
+    await rootfs.prune()                           # after a successful finalize
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+
+from aklited import drivefs
+from aklited.errors import OstreeError
+from aklited.outcomes import StatusCode
+from aklited.rootfs import content as ostree_content
+from aklited.rootfs import repo as ostree_repo
+from aklited.rootfs import space as ostree_space
+from aklited.rootfs import status as ostree_status
+from aklited.rootfs import walk as ostree_walk
+from aklited.rootfs.cli import ProgressCallback, PullProgress, run_ostree
+from aklited.rootfs.space import SpaceEstimate
+from aklited.rootfs.status import Deployment, SysrootStatus
+
+__all__ = [
+    "Deployment",
+    "OstreeSysroot",
+    "ProgressCallback",
+    "PruneResult",
+    "PullResult",
+    "SpaceEstimate",
+    "SysrootStatus",
+]
+
+log = structlog.get_logger(__name__)
+
+_COMMIT = re.compile(r"^[0-9a-f]{64}$")
+_MIB = 1024 * 1024
+
+_DELETED = re.compile(r"Deleted (\d+) objects?")
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    """The outcome of :meth:`OstreeSysroot.pull`.
+
+    Attributes:
+        commit: the commit now in the sysroot repo.
+        pulled: False when the commit was already there and nothing was copied.
+        objects: objects ostree reported as imported.
+        estimate: the space check made before the pull (None when nothing was pulled).
+    """
+
+    commit: str
+    pulled: bool
+    objects: int = 0
+    estimate: SpaceEstimate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """The outcome of :meth:`OstreeSysroot.prune`."""
+
+    undeployed: tuple[Deployment, ...]
+    deleted_objects: int
+
+
+class OstreeSysroot:
+    """The OSTree sysroot of one device, driven through the ``ostree`` command line."""
+
+    def __init__(
+        self,
+        *,
+        sysroot: Path,
+        osname: str,
+        kernel_cmdline: Path = Path("/proc/cmdline"),
+        running_root: Path = Path("/"),
+        verify_objects: bool = True,
+        ostree_bin: str = "ostree",
+    ) -> None:
+        """Describe the sysroot; nothing is read until a method is called.
+
+        Args:
+            sysroot: the directory holding ``ostree/`` and ``boot/`` (``pacman.sysroot``).
+            osname: the stateroot to deploy (``pacman.os``).
+            kernel_cmdline: where the ``ostree=`` boot argument is read from.
+            running_root: the running root; a deployment with its device and inode is the
+                booted one (how libostree itself knows on a real device).
+            verify_objects: have ostree checksum every object it copies from the bundle.
+            ostree_bin: the ``ostree`` program.
+        """
+        self.sysroot = sysroot
+        self.osname = osname
+        self.kernel_cmdline = kernel_cmdline
+        self.running_root = running_root
+        self.verify_objects = verify_objects
+        self.ostree_bin = ostree_bin
+
+    @property
+    def repo(self) -> Path:
+        """The sysroot repo, ``<sysroot>/ostree/repo``."""
+        return self.sysroot / "ostree" / "repo"
+
+    async def _ostree(
+        self,
+        args: list[str],
+        *,
+        code: StatusCode,
+        what: str,
+        on_line: Callable[[str], None] | None = None,
+        classify: Callable[[str], StatusCode | None] | None = None,
+    ) -> str:
+        output = await run_ostree(
+            args,
+            failure_code=code,
+            what=what,
+            on_line=on_line,
+            ostree_bin=self.ostree_bin,
+            classify=classify,
+        )
+        return output.stdout
+
+    async def _require_sysroot(self) -> None:
+        if not await asyncio.to_thread((self.repo / "config").is_file):
+            raise OstreeError(
+                f"no OSTree sysroot at {self.sysroot}: {self.repo}/config is missing",
+                code=StatusCode.UNKNOWN_ERROR,
+            )
+
+    async def status(self) -> SysrootStatus:
+        """Read the deployments and which one is booted, pending and the rollback.
+
+        Raises:
+            OstreeError: no sysroot, or ``ostree admin status`` failed or printed
+                something unexpected.
+        """
+        await self._require_sysroot()
+        text = await self._ostree(
+            ["admin", "status", f"--sysroot={self.sysroot}"],
+            code=StatusCode.UNKNOWN_ERROR,
+            what=f"reading the deployments of {self.sysroot}",
+        )
+        try:
+            deployments = ostree_status.parse_admin_status(text)
+        except ValueError as e:
+            raise OstreeError(
+                f"cannot read the deployments of {self.sysroot}: {e}",
+                code=StatusCode.UNKNOWN_ERROR,
+            ) from e
+        booted, kargs = await asyncio.to_thread(self._read_boot_state, deployments)
+        marked = ostree_status.mark_deployments(deployments, osname=self.osname, booted=booted)
+        with_kargs = tuple(replace(d, kernel_args=kargs.get(d.name, ())) for d in marked)
+        return SysrootStatus(osname=self.osname, deployments=with_kargs)
+
+    def _read_boot_state(
+        self, deployments: list[Deployment]
+    ) -> tuple[Deployment | None, dict[str, tuple[str, ...]]]:
+        """Blocking: the booted deployment and the kernel arguments of each deployment."""
+        kargs = ostree_status.read_boot_entries(self.sysroot)
+        on_disk = {
+            name
+            for osname in {d.osname for d in deployments}
+            for name in ostree_status.deploy_dir_names(self.sysroot, osname)
+        }
+        if missing := [d.name for d in deployments if d.name not in on_disk]:
+            log.warning(
+                "deployment directories missing", sysroot=str(self.sysroot), missing=missing
+            )
+        running = ostree_status.find_running_deployment(
+            self.sysroot, deployments, root=self.running_root
+        )
+        if running is not None:
+            return running, kargs
+        cmdline = ostree_status.read_text_if_exists(self.kernel_cmdline) or ""
+        argument = ostree_status.parse_boot_argument(cmdline)
+        if argument is None:
+            log.info("no ostree= boot argument", kernel_cmdline=str(self.kernel_cmdline))
+            return None, kargs
+        booted = ostree_status.resolve_booted(
+            self.sysroot,
+            deployments,
+            argument,
+            kargs=kargs,
+            boot_time_ns=self._simulated_boot_time(),
+        )
+        if booted is None:
+            log.info("booted deployment unknown", boot_argument=argument.path)
+        return booted, kargs
+
+    def _simulated_boot_time(self) -> int | None:
+        """When a command line file standing in for /proc/cmdline was written ("booted")."""
+        if self.kernel_cmdline.is_relative_to("/proc"):
+            return None
+        try:
+            return self.kernel_cmdline.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    async def has_commit(self, commit: str) -> bool:
+        """True when the sysroot repo holds the whole commit (not a partial pull)."""
+        _check_commit_name(commit)
+        return await asyncio.to_thread(ostree_repo.has_commit, self.repo, commit)
+
+    async def estimate_space(self, *, source_repo: Path, commit: str) -> SpaceEstimate:
+        """Estimate what pulling and deploying ``commit`` from ``source_repo`` needs.
+
+        Raises:
+            OstreeError: 50 when the bundle repo lacks an object of the commit.
+        """
+        _check_commit_name(commit)
+        await self._require_sysroot()
+        listing = await _checked_listing(source_repo, commit, self.repo)
+        return await asyncio.to_thread(ostree_space.estimate, self.repo, listing)
+
+    async def pull(
+        self,
+        *,
+        source_repo: Path,
+        commit: str,
+        on_progress: ProgressCallback | None = None,
+    ) -> PullResult:
+        """Copy ``commit`` from a bundle's OSTree repo into the sysroot repo.
+
+        Skipped when the sysroot repo already holds the commit. The commit object is
+        checked against its name before and after the copy.
+
+        Args:
+            source_repo: the bundle's ``ostree_repo/``.
+            commit: the sha256 TUF named for the target.
+            on_progress: called with (objects done, objects to copy, ostree's message).
+
+        Raises:
+            OstreeError: 50 the bundle repo lacks the commit or objects, or the copy
+                failed; 60 not enough free space; 70 the commit object does not match its
+                name.
+        """
+        _check_commit_name(commit)
+        await self._require_sysroot()
+        if await self.has_commit(commit):
+            await self._verify_commit(self.repo, commit, where="the sysroot repo", load=True)
+            log.info("ostree pull skipped: commit present", commit=commit)
+            PullProgress(on_progress, total=1).report(1, f"commit {commit} already present")
+            return PullResult(commit=commit, pulled=False)
+        # The walk behind the estimate is also the gate: it checks every object ostree will
+        # read from the drive (and hashes the commit and the tree) before ostree sees it.
+        estimate = await self.estimate_space(source_repo=source_repo, commit=commit)
+        log.info(
+            "ostree space check",
+            commit=commit,
+            required_mib=estimate.required_bytes // _MIB,
+            free_mib=estimate.free_bytes // _MIB,
+            reserved_mib=estimate.reserved_bytes // _MIB,
+        )
+        if not estimate.fits:
+            raise OstreeError(
+                f"not enough space in {self.sysroot} for commit {commit}: needs "
+                f"{_mib(estimate.required_bytes)} and ostree keeps "
+                f"{_mib(estimate.reserved_bytes)} free, only {_mib(estimate.free_bytes)} "
+                "available; free space on the device and retry",
+                code=StatusCode.NO_SPACE,
+            )
+        progress = PullProgress(on_progress, total=estimate.missing_objects)
+        progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
+        args = [f"--repo={self.repo}", "pull-local"]
+        if self.verify_objects:
+            args.append("--untrusted")
+        await self._ostree(
+            [*args, str(source_repo), commit],
+            code=StatusCode.DOWNLOAD_FAILED,
+            what=f"copying commit {commit} from {source_repo}",
+            on_line=progress.on_line,
+            classify=_pull_failure,
+        )
+        # Same bytes as the bundle's verified commit object: hashing them again is enough.
+        await self._verify_commit(self.repo, commit, where="the sysroot repo")
+        log.info("ostree pull done", commit=commit, objects=progress.imported)
+        return PullResult(commit=commit, pulled=True, objects=progress.imported, estimate=estimate)
+
+    async def _verify_commit(
+        self, repo: Path, commit: str, *, where: str, load: bool = False
+    ) -> None:
+        """The commit object must hash to its name (and, with ``load``, parse as a commit)."""
+        path = ostree_repo.commit_path(repo, commit)
+        try:
+            actual = await asyncio.to_thread(ostree_repo.sha256_file, path)
+        except OSError as e:
+            raise OstreeError(
+                f"commit {commit} cannot be read in {where}: {e}",
+                code=StatusCode.VERIFICATION_FAILED,
+            ) from e
+        if actual != commit:
+            raise OstreeError(
+                f"commit {commit} in {where} failed verification: its object {path} "
+                f"hashes to {actual}",
+                code=StatusCode.VERIFICATION_FAILED,
+            )
+        if load:
+            await self._ostree(
+                [f"--repo={repo}", "show", commit],
+                code=StatusCode.VERIFICATION_FAILED,
+                what=f"loading commit {commit} in {where}",
+            )
+
+    async def deploy(self, *, commit: str) -> Deployment:
+        """Deploy ``commit`` (already pulled) for ``osname`` as the next boot's default.
+
+        The merge deployment's kernel arguments and ``/etc`` are carried over (what
+        ``ostree admin deploy`` does when given no ``--karg*`` option). The deployments kept
+        are the new one and the booted one, as on a device where libostree knows it is
+        booted.
+
+        Returns:
+            The new deployment (pending unless ``commit`` is the booted one).
+
+        Raises:
+            OstreeError: 50 the commit is not in the sysroot repo, 1 the deploy failed.
+        """
+        _check_commit_name(commit)
+        await self._require_sysroot()
+        if not await self.has_commit(commit):
+            raise OstreeError(
+                f"commit {commit} is not in {self.repo}: pull it before deploying",
+                code=StatusCode.DOWNLOAD_FAILED,
+            )
+        before = await self.status()
+        # libostree keeps the booted deployment itself only when it knows it is booted;
+        # when the booted one is not the default (e.g. after a bootloader rollback, or in a
+        # simulated sysroot) keep everything and drop the extra deployments ourselves.
+        booted = before.booted
+        default = before.default
+        retain = booted is not None and default is not None and booted.name != default.name
+        args = ["admin", "deploy", f"--sysroot={self.sysroot}", f"--os={self.osname}"]
+        if retain:
+            args.append("--retain")
+        await self._ostree(
+            [*args, commit],
+            code=StatusCode.UNKNOWN_ERROR,
+            what=f"deploying commit {commit} in {self.sysroot}",
+        )
+        after = await self.status()
+        new = after.default
+        if new is None or new.checksum != commit:
+            raise OstreeError(
+                f"deploying commit {commit} in {self.sysroot} did not make it the default",
+                code=StatusCode.UNKNOWN_ERROR,
+            )
+        if retain and booted is not None:
+            keep = {new.name, booted.name}
+            extra = [
+                d
+                for d in after.deployments
+                if d.osname == self.osname and d.name not in keep and not d.pinned
+            ]
+            await self._undeploy(extra)
+            new = (await self.status()).default
+            if new is None or new.checksum != commit:
+                raise OstreeError(
+                    f"removing old deployments of {self.sysroot} lost the new one of {commit}",
+                    code=StatusCode.UNKNOWN_ERROR,
+                )
+        log.info("ostree deployed", commit=commit, deployment=new.name, pending=new.pending)
+        return new
+
+    async def rollback(self, *, commit: str | None = None) -> Deployment:
+        """Make the previous target the default again by deploying its commit anew.
+
+        Args:
+            commit: the commit to return to; by default the rollback deployment's.
+
+        Returns:
+            The new deployment, pending for the next boot.
+
+        Raises:
+            OstreeError: 120 no rollback deployment, its commit is gone, or the deploy
+                failed.
+        """
+        if commit is None:
+            status = await self.status()
+            if status.rollback is None:
+                raise OstreeError(
+                    f"no deployment of {self.osname} to roll back to in {self.sysroot}",
+                    code=StatusCode.ROLLBACK_FAILED,
+                )
+            commit = status.rollback.checksum
+        try:
+            deployment = await self.deploy(commit=commit)
+        except OstreeError as e:
+            raise OstreeError(
+                f"rollback failed: {e.message}", code=StatusCode.ROLLBACK_FAILED
+            ) from e
+        log.info("ostree rolled back", commit=commit, deployment=deployment.name)
+        return deployment
+
+    async def prune(self) -> PruneResult:
+        """Remove deployments beyond booted, pending and rollback, then unreferenced objects.
+
+        Call it after a successful finalize, never between a pull and its deploy: a pulled
+        commit is only referenced once it is deployed.
+
+        Raises:
+            OstreeError: 1 an undeploy or the repo prune failed.
+        """
+        status = await self.status()
+        extra: list[Deployment] = []
+        if status.booted is None:
+            log.warning("prune keeps all deployments: booted deployment unknown")
+        else:
+            extra = [
+                d
+                for d in status.deployments
+                if d.osname == self.osname and not (d.booted or d.pending or d.rollback or d.pinned)
+            ]
+        await self._undeploy(extra)
+        # Without --refs-only every commit object counts as a root and nothing is freed;
+        # deployments are refs (ostree/<bootversion>/<subbootversion>/<index>).
+        text = await self._ostree(
+            [f"--repo={self.repo}", "prune", "--refs-only", "--depth=0"],
+            code=StatusCode.UNKNOWN_ERROR,
+            what=f"pruning {self.repo}",
+        )
+        match = _DELETED.search(text)
+        deleted = int(match[1]) if match else 0
+        log.info("ostree pruned", undeployed=[d.name for d in extra], deleted_objects=deleted)
+        return PruneResult(undeployed=tuple(extra), deleted_objects=deleted)
+
+    async def _undeploy(self, deployments: list[Deployment]) -> None:
+        # Highest index first, so the indexes of the others do not move.
+        for deployment in sorted(deployments, key=lambda d: d.index, reverse=True):
+            await self._ostree(
+                ["admin", "undeploy", f"--sysroot={self.sysroot}", str(deployment.index)],
+                code=StatusCode.UNKNOWN_ERROR,
+                what=f"removing deployment {deployment.name} from {self.sysroot}",
+            )
+            log.info("ostree undeployed", deployment=deployment.name)
+
+
+async def _checked_listing(
+    source_repo: Path, commit: str, destination: Path
+) -> ostree_space.TreeListing:
+    """The bundle repo's commit, checked object by object (see :mod:`aklited.rootfs.walk`).
+
+    Raises:
+        OstreeError: 50 when the bundle repo lacks the commit or an object of it, or the
+            drive cannot be read; 70 when an object is unsafe or does not match its name.
+    """
+    try:
+        return await asyncio.to_thread(ostree_walk.walk_missing, source_repo, commit, destination)
+    except _BUNDLE_ERRORS as e:
+        raise _refused(e, source_repo, commit) from e
+
+
+async def verify_bundle_commit(source_repo: Path, commit: str, *, boundary: Path) -> int:
+    """Check every byte of ``commit`` in a bundle repo, as an install would, writing nothing.
+
+    Returns:
+        How many file objects were hashed (0: not an ``archive`` repo, checked for safety
+        and presence only).
+
+    Raises:
+        OstreeError: as :func:`_checked_listing`.
+    """
+    _check_commit_name(commit)
+    try:
+        return await asyncio.to_thread(
+            ostree_content.verify_commit_content, source_repo, commit, boundary=boundary
+        )
+    except _BUNDLE_ERRORS as e:
+        raise _refused(e, source_repo, commit) from e
+
+
+_BUNDLE_ERRORS = (
+    ostree_walk.MissingObjectError,
+    ostree_walk.CorruptObjectError,
+    drivefs.DriveEntryError,
+)
+
+
+def _refused(error: Exception, source_repo: Path, commit: str) -> OstreeError:
+    """What the bundle-repo checks raise, as an outcome."""
+    if isinstance(error, ostree_walk.MissingObjectError):
+        if error.path.name == "config":
+            message = f"no OSTree repo in the bundle at {source_repo} (config missing)"
+        else:
+            message = (
+                f"the bundle repo {source_repo} is incomplete: commit {commit} needs "
+                f"{error.path.relative_to(source_repo)}, which is missing"
+            )
+        return OstreeError(message, code=StatusCode.DOWNLOAD_FAILED)
+    if isinstance(error, drivefs.DriveIOError):
+        return OstreeError(
+            f"reading the bundle failed: {error}; check the drive",
+            code=StatusCode.DOWNLOAD_FAILED,
+        )
+    if isinstance(error, drivefs.DriveEntryError):
+        return OstreeError(
+            f"the bundle repo is refused: {error}", code=StatusCode.VERIFICATION_FAILED
+        )
+    return OstreeError(
+        f"commit {commit} in the bundle failed verification: {error}",
+        code=StatusCode.VERIFICATION_FAILED,
+    )
+
+
+# How `pull-local --untrusted` reports an object whose bytes do not match its name.
+_CORRUPTED = re.compile(r"\bCorrupted\b.*\bobject\b|checksum expected", re.IGNORECASE)
+
+
+def _pull_failure(stderr: str) -> StatusCode | None:
+    """A pull that failed on a corrupted object is content failing verification (70), as
+    ``check --deep`` says of the same drive; any other failure stays a copy failure (50)."""
+    return StatusCode.VERIFICATION_FAILED if _CORRUPTED.search(stderr) else None
+
+
+def _check_commit_name(commit: str) -> None:
+    if not _COMMIT.match(commit):
+        raise OstreeError(
+            f"{commit!r} is not an OSTree commit hash (64 lowercase hex digits)",
+            code=StatusCode.VERIFICATION_FAILED,
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / _MIB:.1f} MiB"

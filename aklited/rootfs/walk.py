@@ -1,0 +1,316 @@
+"""Walk a commit's tree straight from a bundle repo's object files: the gate before ostree.
+
+Everything ``ostree pull-local`` will open in the bundle repo is checked here first, through
+:class:`~aklited.drivefs.BundleFiles`, so ostree never meets a FIFO, a device or a link out
+of the bundle: the repo's directories and ``config``, the commit (hashed against its name),
+its detached metadata, every dirtree and dirmeta of its tree (hashed against their names,
+so a parse failure is the object's fault), and every file object the sysroot repo lacks
+(a regular file; a symlink too in a ``bare`` repo, which ostree reads with ``readlink``).
+
+The same walk feeds the space estimate. ``ostree ls -R -C`` would read the header of every
+file object; walking the dirtree objects costs one read per directory, and only the objects
+the sysroot repo lacks need a size: free for ``bare*`` repos (the file size) and one header
+read for ``archive`` repos, done in parallel. All blocking; run it in a thread.
+
+Objects are GVariant-serialised (little-endian framing offsets): a commit is
+``(a{sv}aya(say)sstayay)``, a dirtree ``(a(say)a(sayay))``. An archive file object starts
+with a 4-byte big-endian header length and 4 bytes of padding, then the header variant
+``(tuuuusa(ayay))`` whose first field is the uncompressed size (big-endian).
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import os
+import re
+import stat
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aklited.drivefs import BundleFiles, MissingEntryError, UnsafeEntryError, describe_mode
+from aklited.rootfs.repo import object_path, object_relpath
+from aklited.rootfs.space import TreeListing
+
+_HEADER_READ = 64
+_READERS = 8
+# Bounds on what one metadata object may be (ostree's own limit is 128 MiB, far above what a
+# rootfs needs): a drive cannot make the walk read without end.
+_METADATA_LIMITS = {
+    "commit": 16 << 20,
+    "commitmeta": 16 << 20,
+    "dirtree": 32 << 20,
+    "dirmeta": 1 << 20,
+}
+_CONFIG_LIMIT = 64 << 10
+# Directories ostree opens in a repo it reads from.
+_REPO_DIRS = ("objects", "tmp", "tmp/cache", "state", "refs")
+_BOOT_FILE = re.compile(r"^/usr/lib/modules/[^/]+/(vmlinuz|initramfs\.img|dtb/.*)$")
+
+
+class MissingObjectError(Exception):
+    """An object the commit references is not in the repo."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
+class CorruptObjectError(ValueError):
+    """An object does not hash to its name, or a verified object does not parse."""
+
+
+def offset_size(total: int) -> int:
+    if total <= 0xFF:
+        return 1
+    if total <= 0xFFFF:
+        return 2
+    return 4 if total <= 0xFFFFFFFF else 8
+
+
+def _offset(data: bytes, at: int, size: int) -> int:
+    return int.from_bytes(data[at : at + size], "little")
+
+
+def frame_ends(data: bytes, count: int) -> tuple[list[int], int]:
+    """The end offsets of a tuple's first ``count`` variable members, and the table start."""
+    size = offset_size(len(data))
+    table = len(data) - count * size
+    if table < 0:
+        raise ValueError("truncated variant")
+    ends = [_offset(data, len(data) - (i + 1) * size, size) for i in range(count)]
+    if any(end > table for end in ends) or ends != sorted(ends):
+        raise ValueError("bad framing offsets")
+    return ends, table
+
+
+def _array_items(data: bytes) -> list[bytes]:
+    """The elements of an array of variable-size elements."""
+    if not data:
+        return []
+    size = offset_size(len(data))
+    table = _offset(data, len(data) - size, size)
+    if table > len(data) or (len(data) - table) % size:
+        raise ValueError("bad array framing")
+    items, start = [], 0
+    for at in range(table, len(data), size):
+        end = _offset(data, at, size)
+        if not start <= end <= table:
+            raise ValueError("bad array element offset")
+        items.append(data[start:end])
+        start = end
+    return items
+
+
+def _name(data: bytes) -> str:
+    if not data.endswith(b"\0"):
+        raise ValueError("string not terminated")
+    name = data[:-1].decode("utf-8")
+    if "/" in name or name in {"", ".", ".."}:
+        raise ValueError(f"bad file name {name!r}")
+    return name
+
+
+def _checksum(data: bytes) -> str:
+    if len(data) != 32:
+        raise ValueError("checksum is not 32 bytes")
+    return data.hex()
+
+
+def parse_commit_root(data: bytes) -> tuple[str, str]:
+    """The root dirtree and dirmeta checksums of a serialised commit."""
+    ends, table = frame_ends(data, 6)
+    tree_end = ends[5]
+    if tree_end < 32 or table - tree_end != 32:
+        raise ValueError("bad commit root checksums")
+    return _checksum(data[tree_end - 32 : tree_end]), _checksum(data[tree_end:table])
+
+
+def parse_dirtree(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """Files ``(name, checksum)`` and dirs ``(name, tree, meta)`` of a serialised dirtree."""
+    ends, table = frame_ends(data, 1)
+    files = []
+    for item in _array_items(data[: ends[0]]):
+        (name_end,), item_table = frame_ends(item, 1)
+        files.append((_name(item[:name_end]), _checksum(item[name_end:item_table])))
+    dirs = []
+    for item in _array_items(data[ends[0] : table]):
+        (name_end, tree_end), item_table = frame_ends(item, 2)
+        dirs.append(
+            (
+                _name(item[:name_end]),
+                _checksum(item[name_end:tree_end]),
+                _checksum(item[tree_end:item_table]),
+            )
+        )
+    return files, dirs
+
+
+class _SourceRepo:
+    """The bundle repo, read only through the confined reader."""
+
+    def __init__(self, files: BundleFiles) -> None:
+        self.files = files
+
+    def metadata(self, checksum: str, objtype: str) -> bytes:
+        """A metadata object's bytes, checked against its checksum."""
+        relative = object_relpath(checksum, objtype)
+        try:
+            # ostree does not follow a link to a metadata object (it would report the
+            # object missing, or skip a dirmeta): only files will do.
+            data = self.files.read(relative, limit=_METADATA_LIMITS[objtype], follow_last=False)
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path(relative)) from e
+        if hashlib.sha256(data).hexdigest() != checksum:
+            raise CorruptObjectError(
+                f"{self.files.name(relative)} does not match its checksum {checksum}"
+            )
+        return data
+
+    def mode(self) -> str:
+        try:
+            text = self.files.read("config", limit=_CONFIG_LIMIT).decode("utf-8")
+            parser = configparser.ConfigParser(interpolation=None, strict=False)
+            parser.read_string(text)
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path("config")) from e
+        except (UnicodeDecodeError, configparser.Error) as e:
+            raise CorruptObjectError(
+                f"{self.files.name('config')} is not an OSTree config: {e}"
+            ) from e
+        return parser.get("core", "mode", fallback="bare")
+
+    def check_layout(self, commit: str) -> None:
+        """The directories ostree opens, and the commit's side files, are what they claim."""
+        for directory in _REPO_DIRS:
+            self.files.is_dir(directory)
+        if self.files.exists(f"state/{commit}.commitpartial"):
+            raise MissingObjectError(self.files.path(f"state/{commit}.commitpartial"))
+        if self.files.exists(object_relpath(commit, "commitmeta")):
+            self.files.read(
+                object_relpath(commit, "commitmeta"),
+                limit=_METADATA_LIMITS["commitmeta"],
+                follow_last=False,
+            )
+
+    def archive_size(self, checksum: str) -> int:
+        relative = object_relpath(checksum, "filez")
+        try:
+            head = self.files.read_head(relative, _HEADER_READ)
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path(relative)) from e
+        if len(head) < 16:
+            raise CorruptObjectError(f"{self.files.name(relative)} is a truncated file object")
+        return int(struct.unpack_from(">Q", head, 8)[0])
+
+    def bare_size(self, checksum: str, *, links: bool) -> int:
+        relative = object_relpath(checksum, "file")
+        try:
+            info = self.files.lstat(relative)
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path(relative)) from e
+        if stat.S_ISREG(info.st_mode):
+            return info.st_size
+        if links and stat.S_ISLNK(info.st_mode):
+            return 0  # a symlink object of a bare repo: ostree reads it, never follows it
+        raise UnsafeEntryError(
+            self.files.name(relative), f"is {describe_mode(info.st_mode)}, not a file object"
+        )
+
+
+def walk_missing(
+    source: Path, commit: str, destination: Path, *, boundary: Path | None = None
+) -> TreeListing:
+    """Check everything ostree will read of ``commit`` in ``source`` and list what
+    ``destination`` lacks.
+
+    Args:
+        source: the bundle repo holding the commit.
+        commit: the commit checksum.
+        destination: the sysroot repo (``bare``).
+        boundary: the bundle root no path may leave (default: ``source``'s parent).
+
+    Returns:
+        A listing of the missing file objects with their sizes, all metadata objects of the
+        tree, the number of directories a checkout creates, and the size of missing boot
+        files.
+
+    Raises:
+        MissingObjectError: the source lacks an object the commit needs.
+        CorruptObjectError: an object does not match its checksum or does not parse.
+        aklited.drivefs.DriveEntryError: an entry is unsafe (a link out of the bundle, a
+            FIFO, a device...), or the drive could not be read.
+    """
+    root = boundary if boundary is not None else source.parent
+    base = source.relative_to(root).as_posix()
+    with BundleFiles(root, base=base) as files:
+        return _walk(_SourceRepo(files), commit, destination)[0]
+
+
+def check_commit(files: BundleFiles, commit: str) -> tuple[TreeListing, str]:
+    """:func:`walk_missing` against an empty destination: every object of the commit is
+    checked, and every file object listed. Also returns the repo mode.
+
+    The sizes of ``archive`` file objects are not read (they are 0 in the listing): the
+    caller opens each object anyway to hash it, and that open checks it as the walk would.
+    """
+    return _walk(_SourceRepo(files), commit, None, sized=False)
+
+
+def _walk(
+    repo: _SourceRepo, commit: str, destination: Path | None, *, sized: bool = True
+) -> tuple[TreeListing, str]:
+    repo.check_layout(commit)
+    mode = repo.mode()
+    try:
+        root_tree, root_meta = parse_commit_root(repo.metadata(commit, "commit"))
+    except ValueError as e:
+        raise CorruptObjectError(f"commit {commit} does not parse: {e}") from e
+    parsed: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str, str]]]] = {}
+    metadata = {(root_tree, "dirtree"), (root_meta, "dirmeta")}
+    wanted: dict[str, bool] = {}  # missing file checksum -> is a boot file
+    directories = 0
+    stack = [("", root_tree)]
+    while stack:
+        prefix, tree = stack.pop()
+        directories += 1
+        if tree not in parsed:
+            data = repo.metadata(tree, "dirtree")
+            try:
+                parsed[tree] = parse_dirtree(data)
+            except ValueError as e:
+                raise CorruptObjectError(f"dirtree {tree} does not parse: {e}") from e
+        entries, dirs = parsed[tree]
+        for name, checksum in entries:
+            # lexists: a symlink object in a bare repo is a symlink, possibly dangling.
+            if checksum in wanted or (
+                destination is not None
+                and os.path.lexists(object_path(destination, checksum, "file"))
+            ):
+                continue
+            wanted[checksum] = bool(_BOOT_FILE.match(f"{prefix}/{name}"))
+        for name, sub_tree, sub_meta in dirs:
+            metadata.update({(sub_tree, "dirtree"), (sub_meta, "dirmeta")})
+            stack.append((f"{prefix}/{name}", sub_tree))
+    for checksum, kind in metadata:
+        if kind == "dirmeta":
+            repo.metadata(checksum, kind)
+    archive = mode.startswith("archive")
+
+    def size(checksum: str) -> int:
+        if not archive:
+            return repo.bare_size(checksum, links=mode == "bare")
+        return repo.archive_size(checksum) if sized else 0
+
+    with ThreadPoolExecutor(max_workers=_READERS) as readers:
+        sizes = list(readers.map(size, wanted))
+    missing = dict(zip(wanted, sizes, strict=True))
+    boot = sum(size for checksum, size in missing.items() if wanted[checksum])
+    listing = TreeListing(
+        files=missing,
+        metadata=frozenset(metadata),
+        directories=directories,
+        boot_bytes=boot,
+    )
+    return listing, mode
