@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aklited.outcomes import StatusCode
+from aklited.errors import RootfsSysrootError
 from aklited.rootfs import status as ostree_status
 from aklited.rootfs.cli import run_ostree
 from aklited.rootfs.sysroot import OstreeSysroot
@@ -62,7 +62,7 @@ class SimDevice:
 
 
 async def _ostree(args: list[str], what: str) -> str:
-    output = await run_ostree(args, failure_code=StatusCode.UNKNOWN_ERROR, what=what)
+    output = await run_ostree(args, error=RootfsSysrootError, what=what)
     return output.stdout.strip()
 
 

@@ -4,33 +4,72 @@ remove, prune.
 It is built from explicit keyword options (no configuration import) and owns one aiodocker client.
 The engine never sees aiodocker: it calls these verbs and gets :class:`App` descriptions,
 :class:`AppStatus` values and :class:`AppsError` failures with a StatusCode.
+
+This is the seam where foreign exceptions stop: whatever aiodocker, aiohttp, the file system or
+the drive reader raised that the parts below did not already turn into an :class:`AppsError`
+leaf becomes the one each verb names (see :func:`_seam`), once, ``from`` the original.
+Cancellation is never caught.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import ParamSpec, TypeVar
 
 import aiodocker
+import aiohttp
 import structlog
 
+from aklited.apps.blobs import drive_refusal, io_failure
 from aklited.apps.compose import AppStatus, ComposeProjects
 from aklited.apps.composecli import DEFAULT_COMPOSE_BIN, ComposeCli
 from aklited.apps.loader import ImageLoader
-from aklited.apps.localstore import SPACE_RESERVE, LocalStore
+from aklited.apps.localstore import SPACE_RESERVE, CopyProgress, LocalStore
 from aklited.apps.model import App
 from aklited.apps.platforms import Platform
 from aklited.apps.store import StoreReader
-from aklited.errors import AppsError
-from aklited.outcomes import StatusCode
+from aklited.drivefs import DriveEntryError
+from aklited.errors import AppsCopyError, AppsError, AppsRunError
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_STORE_ROOT = Path("/var/sota/reset-apps")
 DEFAULT_COMPOSE_ROOT = Path("/var/sota/compose-apps")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _seam(
+    error: type[AppsError], doing: str
+) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Awaitable[_T]]]:
+    """Make a verb raise ``error`` (60 for a full device) for what a foreign library raised.
+
+    TimeoutError is an OSError. An :class:`AppsError` and cancellation pass untouched.
+    """
+
+    def decorate(verb: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+        @functools.wraps(verb)
+        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            try:
+                return await verb(*args, **kwargs)
+            except aiodocker.DockerError as e:
+                raise error(f"{doing}: Docker engine error {e.status}: {e.message}") from e
+            except aiohttp.ClientError as e:
+                raise error(f"{doing}: Docker connection failed: {e}") from e
+            except DriveEntryError as e:
+                raise drive_refusal(e, doing) from e
+            except OSError as e:
+                raise io_failure(doing, e, error=error) from e
+
+        return wrapper
+
+    return decorate
 
 
 class ComposeApps:
@@ -104,6 +143,15 @@ class ComposeApps:
             quick=quick,
         )
 
+    @_seam(AppsCopyError, "measuring apps")
+    async def blob_bytes(self, source_root: Path, target_apps: Mapping[str, str]) -> int:
+        """The bytes of every blob of ``target_apps`` in a store, from the manifests alone
+        (blobs checked by size, not hashed: :meth:`verify` hashes them)."""
+        apps = await self.reader(source_root, quick=True).read_apps(target_apps)
+        unique = {blob.hex: blob.size for app in apps for blob in app.blobs()}
+        return sum(unique.values())
+
+    @_seam(AppsCopyError, "verifying apps")
     async def verify(
         self,
         source_root: Path,
@@ -123,6 +171,7 @@ class ComposeApps:
         """
         return await self.reader(source_root).read_apps(target_apps, shortlist=shortlist)
 
+    @_seam(AppsCopyError, "verifying the device's apps")
     async def verify_local(
         self,
         target_apps: Mapping[str, str],
@@ -141,17 +190,23 @@ class ComposeApps:
         reader = self.reader(self.store_root, quick=quick)
         return await reader.read_apps(target_apps, shortlist=shortlist)
 
-    async def fetch(self, source_root: Path, apps: Sequence[App]) -> None:
+    @_seam(AppsCopyError, "copying apps to the device")
+    async def fetch(
+        self, source_root: Path, apps: Sequence[App], *, progress: CopyProgress | None = None
+    ) -> None:
         """Copy verified apps into the local store, verifying every blob again while copying.
+
+        ``progress`` is called after each blob with (bytes copied, bytes to copy, message).
 
         Raises:
             AppsError: 60 if they do not fit (nothing copied), 70 if a blob changed, 50 on I/O.
         """
-        plan = await self._local.copy_in(source_root, apps)
+        plan = await self._local.copy_in(source_root, apps, progress=progress)
         log.info("apps fetched", apps=[a.name for a in apps], bytes=plan.bytes_needed)
 
     # -- engine verbs ------------------------------------------------------------------------
 
+    @_seam(AppsRunError, "loading app images")
     async def load(self, apps: Sequence[App]) -> None:
         """Load the apps' images from the local store into Docker (present ones are skipped).
 
@@ -162,12 +217,14 @@ class ComposeApps:
         for app in apps:
             await loader.load(app.images, what=f"app {app.name}")
 
+    @_seam(AppsRunError, "installing apps")
     async def install(self, apps: Sequence[App]) -> None:
         """Install the apps' compose projects from the local store."""
         projects = self._get_projects()
         for app in apps:
             await projects.install(app)
 
+    @_seam(AppsRunError, "starting apps")
     async def start(self, apps: Sequence[App]) -> None:
         """``compose up`` each app and wait until all its services run and stay up.
 
@@ -180,8 +237,7 @@ class ComposeApps:
         projects = self._get_projects()
         for app in apps:
             try:
-                await projects.up(app)
-                await self._wait_running(app)
+                await self._start_one(app)
             except AppsError:
                 await projects.down(app.name, timeout_s=0)
                 others = {i.config.hex for a in apps if a.name != app.name for i in a.images}
@@ -190,25 +246,30 @@ class ComposeApps:
                 )
                 raise
 
+    @_seam(AppsRunError, "checking apps")
     async def check_running(self, apps: Sequence[App]) -> dict[str, AppStatus]:
         """Each app's running status, matched by compose labels as composectl does."""
         projects = self._get_projects()
         return {app.name: await projects.status(app) for app in apps}
 
+    @_seam(AppsRunError, "stopping apps")
     async def stop(self, names: Sequence[str]) -> None:
         """Stop apps' containers (kept, so a later start is quick)."""
         for name in names:
             await self._get_projects().stop(name)
 
+    @_seam(AppsRunError, "removing apps")
     async def remove(self, names: Sequence[str]) -> None:
         """Take apps down and delete their project dirs (images stay until ``prune``)."""
         for name in names:
             await self._get_projects().uninstall(name)
 
+    @_seam(AppsRunError, "listing installed apps")
     async def installed(self) -> tuple[str, ...]:
         """Names of the apps whose projects are installed (to find apps dropped by a target)."""
         return await self._get_projects().installed_projects()
 
+    @_seam(AppsRunError, "pruning apps")
     async def prune(self, keep: Sequence[App]) -> None:
         """Remove images and store content that no app in ``keep`` (the target's apps) uses.
 
@@ -234,6 +295,11 @@ class ComposeApps:
 
     # -- internals ---------------------------------------------------------------------------
 
+    @_seam(AppsRunError, "starting apps")
+    async def _start_one(self, app: App) -> None:
+        await self._get_projects().up(app)
+        await self._wait_running(app)
+
     async def _wait_running(self, app: App) -> None:
         projects = self._get_projects()
         deadline = time.monotonic() + self._start_timeout_s
@@ -242,9 +308,7 @@ class ComposeApps:
             status = await projects.status(app)
             now = time.monotonic()
             if status.failed:
-                raise AppsError(
-                    await self._failure_message(app, status), code=StatusCode.IMAGE_LOAD_FAILED
-                )
+                raise AppsRunError(await self._failure_message(app, status))
             if status.running:
                 up_since = up_since if up_since is not None else now
                 if now - up_since >= self._settle_s:
@@ -252,10 +316,7 @@ class ComposeApps:
             else:
                 up_since = None
             if now > deadline:
-                raise AppsError(
-                    await self._failure_message(app, status, timed_out=True),
-                    code=StatusCode.IMAGE_LOAD_FAILED,
-                )
+                raise AppsRunError(await self._failure_message(app, status, timed_out=True))
             await asyncio.sleep(0.2)
 
     async def _failure_message(

@@ -24,9 +24,14 @@ from aklited.drivefs import (
     MissingEntryError,
     describe_mode,
 )
-from aklited.errors import AppsError
+from aklited.errors import (
+    AppsContentMissingError,
+    AppsCopyError,
+    AppsCorruptError,
+    AppsError,
+    AppsNoSpaceError,
+)
 from aklited.host.files import fsync_dir
-from aklited.outcomes import StatusCode
 
 CHUNK = 1024 * 1024
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -49,10 +54,10 @@ class Blob:
 def parse_digest(value: object, *, what: str) -> str:
     """Return the hex of a ``sha256:<64 hex>`` digest or raise 70 naming ``what``."""
     if not isinstance(value, str) or not value.startswith("sha256:"):
-        raise AppsError(f"{what}: digest {value!r} is not a sha256 digest")
+        raise AppsCorruptError(f"{what}: digest {value!r} is not a sha256 digest")
     hex_ = value.removeprefix("sha256:")
     if not _HEX.fullmatch(hex_):
-        raise AppsError(f"{what}: digest {value!r} is malformed")
+        raise AppsCorruptError(f"{what}: digest {value!r} is malformed")
     return hex_
 
 
@@ -80,13 +85,23 @@ def _relative(hex_: str) -> str:
     return f"blobs/sha256/{hex_}"
 
 
+def io_failure(message: str, e: OSError, *, error: type[AppsError]) -> AppsError:
+    """An OSError writing on the device as an apps outcome: 60 when it is full, else ``error``.
+
+    The message is ``message`` followed by the system's reason.
+    """
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    reason = e.strerror or str(e) or type(e).__name__
+    return (AppsNoSpaceError if full else error)(f"{message}: {reason}")
+
+
 def drive_refusal(e: DriveEntryError, what: str) -> AppsError:
     """A refusal of the confined reader as an apps outcome: absent 8, I/O 50, unsafe 70."""
     if isinstance(e, MissingEntryError):
-        return AppsError(f"{what}: blob {e.path} is missing", code=StatusCode.NO_TARGET_CONTENT)
+        return AppsContentMissingError(f"{what}: blob {e.path} is missing")
     if isinstance(e, DriveIOError):
-        return AppsError(f"{what}: {e}; check the drive", code=StatusCode.DOWNLOAD_FAILED)
-    return AppsError(f"{what}: {e}", code=StatusCode.VERIFICATION_FAILED)
+        return AppsCopyError(f"{what}: {e}; check the drive")
+    return AppsCorruptError(f"{what}: {e}")
 
 
 def open_blob(files: BundleFiles, hex_: str, *, what: str) -> BinaryIO:
@@ -122,16 +137,19 @@ def read_small_blob(
         try:
             data = f.read(cap)
         except OSError as e:
-            raise AppsError(
-                f"{what}: cannot read blob {hex_[:12]}: {e.strerror}; check the drive",
-                code=StatusCode.DOWNLOAD_FAILED,
+            raise AppsCopyError(
+                f"{what}: cannot read blob {hex_[:12]}: {e.strerror}; check the drive"
             ) from e
     if len(data) >= limit:
-        raise AppsError(f"{what}: blob {hex_[:12]} is {limit} bytes or larger, over its limit")
+        raise AppsCorruptError(
+            f"{what}: blob {hex_[:12]} is {limit} bytes or larger, over its limit"
+        )
     if size is not None and len(data) != size:
-        raise AppsError(f"{what}: blob {hex_[:12]} size differs from the {size} bytes declared")
+        raise AppsCorruptError(
+            f"{what}: blob {hex_[:12]} size differs from the {size} bytes declared"
+        )
     if hashlib.sha256(data).hexdigest() != hex_:
-        raise AppsError(f"{what}: blob {hex_[:12]} content does not match its sha256 digest")
+        raise AppsCorruptError(f"{what}: blob {hex_[:12]} content does not match its sha256 digest")
     return data
 
 
@@ -157,9 +175,9 @@ def check_blob_size(files: BundleFiles, blob: Blob, *, what: str) -> None:
     except DriveEntryError as e:
         raise drive_refusal(e, what) from e
     if not stat.S_ISREG(info.st_mode):
-        raise AppsError(f"{what}: blob {blob.hex[:12]} is {describe_mode(info.st_mode)}")
+        raise AppsCorruptError(f"{what}: blob {blob.hex[:12]} is {describe_mode(info.st_mode)}")
     if info.st_size != blob.size:
-        raise AppsError(
+        raise AppsCorruptError(
             f"{what}: blob {blob.hex[:12]} is {info.st_size} bytes, {blob.size} declared"
         )
 
@@ -186,10 +204,8 @@ def copy_blob(src: BundleFiles, dst_root: Path, blob: Blob, *, what: str) -> Non
         fsync_dir(dst_dir)
     except OSError as e:
         # Reading the source raises AppsError (see _hash_stream): what is left is the write.
-        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise AppsError(
-            f"{what}: copying blob {blob.hex[:12]} to {dst_dir} failed: {e.strerror or e}",
-            code=StatusCode.NO_SPACE if full else StatusCode.DOWNLOAD_FAILED,
+        raise io_failure(
+            f"{what}: copying blob {blob.hex[:12]} to {dst_dir} failed", e, error=AppsCopyError
         ) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -207,19 +223,24 @@ def _hash_stream(f: BinaryIO, blob: Blob, *, what: str, sink: BinaryIO | None) -
             count = f.readinto(buffer)  # type: ignore[attr-defined]
         except OSError as e:
             # The source failed (a drive pulled out): never "content failed verification".
-            raise AppsError(
-                f"{what}: reading blob {blob.hex[:12]} failed: {e.strerror or e}; check the drive",
-                code=StatusCode.DOWNLOAD_FAILED,
+            raise AppsCopyError(
+                f"{what}: reading blob {blob.hex[:12]} failed: {e.strerror or e}; check the drive"
             ) from e
         if not count:
             break
         seen += count
         if seen > blob.size:
-            raise AppsError(f"{what}: blob {blob.hex[:12]} is longer than the {blob.size} declared")
+            raise AppsCorruptError(
+                f"{what}: blob {blob.hex[:12]} is longer than the {blob.size} declared"
+            )
         digest.update(view[:count])
         if sink is not None:
             sink.write(view[:count])
     if seen != blob.size:
-        raise AppsError(f"{what}: blob {blob.hex[:12]} is {seen} bytes, {blob.size} declared")
+        raise AppsCorruptError(
+            f"{what}: blob {blob.hex[:12]} is {seen} bytes, {blob.size} declared"
+        )
     if digest.hexdigest() != blob.hex:
-        raise AppsError(f"{what}: blob {blob.hex[:12]} content does not match its sha256 digest")
+        raise AppsCorruptError(
+            f"{what}: blob {blob.hex[:12]} content does not match its sha256 digest"
+        )

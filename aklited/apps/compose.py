@@ -26,9 +26,8 @@ from aklited.apps.model import App, Service
 from aklited.apps.proc import Completed
 from aklited.apps.store import CONFIG_HASH_LABEL
 from aklited.apps.tarsafe import COMPOSE_FILE, extract_bundle
-from aklited.errors import AppsError
+from aklited.errors import AppsRunError
 from aklited.host.files import atomic_write, fsync_dir
-from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +108,8 @@ class ComposeProjects:
         dir is always one whole version.
 
         Raises:
-            AppsError: 70 if the bundle changed, is unsafe or is incomplete.
+            AppsError: 70 if the bundle changed, is unsafe or is incomplete; 80 (60 when
+                the device is full) if the project dir cannot be written.
         """
 
         def work() -> Path:
@@ -135,7 +135,14 @@ class ComposeProjects:
                 shutil.rmtree(old, ignore_errors=True)
             return final
 
-        path = await asyncio.to_thread(work)
+        try:
+            path = await asyncio.to_thread(work)
+        except OSError as e:
+            raise blobstore.io_failure(
+                f"app {app.name}: installing the project in {self._root} failed",
+                e,
+                error=AppsRunError,
+            ) from e
         log.info("app installed", app=app.name, dir=str(path))
         return path
 
@@ -147,26 +154,22 @@ class ComposeProjects:
         """
         done = await self._run(app.name, ["up", "-d", "--remove-orphans"])
         if done.returncode != 0:
-            raise AppsError(
-                f"app {app.name}: docker compose up failed: {done.last_error_line()}",
-                code=StatusCode.IMAGE_LOAD_FAILED,
+            raise AppsRunError(
+                f"app {app.name}: docker compose up failed: {done.last_error_line()}"
             )
         log.info("app started", app=app.name)
 
     async def stop(self, name: str, *, timeout_s: int = 10) -> None:
         """Stop the app's containers (kept for a later start)."""
-        if not self._installed(name):
+        if not await self._installed(name):
             return
         done = await self._run(name, ["stop", "-t", str(timeout_s)])
         if done.returncode != 0:
-            raise AppsError(
-                f"app {name}: docker compose stop failed: {done.last_error_line()}",
-                code=StatusCode.IMAGE_LOAD_FAILED,
-            )
+            raise AppsRunError(f"app {name}: docker compose stop failed: {done.last_error_line()}")
 
     async def down(self, name: str, *, timeout_s: int = 10) -> None:
         """Remove the app's containers and networks; the project dir stays."""
-        if self._installed(name):
+        if await self._installed(name):
             done = await self._run(name, ["down", "--remove-orphans", "-t", str(timeout_s)])
             if done.returncode != 0:
                 log.warning("compose down failed", app=name, reason=done.last_error_line())
@@ -176,9 +179,8 @@ class ComposeProjects:
                 await container.delete(force=True)
             except aiodocker.DockerError as e:
                 if e.status != 404:
-                    raise AppsError(
-                        f"app {name}: container {container.id[:12]} not removed: {e.message}",
-                        code=StatusCode.IMAGE_LOAD_FAILED,
+                    raise AppsRunError(
+                        f"app {name}: container {container.id[:12]} not removed: {e.message}"
                     ) from e
 
     async def uninstall(self, name: str, *, timeout_s: int = 10) -> None:
@@ -248,7 +250,9 @@ class ComposeProjects:
         except aiodocker.DockerError as e:
             if e.status == 404:
                 return ServiceStatus(service.name, None, "missing", None, None)
-            raise
+            raise AppsRunError(
+                f"app {app.name}: container {chosen.id[:12]} cannot be inspected: {e.message}"
+            ) from e
         state = info.get("State") or {}
         health = state.get("Health")
         return ServiceStatus(
@@ -265,27 +269,23 @@ class ComposeProjects:
                 all=True, filters=json.dumps({"label": [f"{PROJECT_LABEL}={name}"]})
             )
         except aiodocker.DockerError as e:
-            raise AppsError(
-                f"app {name}: cannot list containers: {e.message}",
-                code=StatusCode.IMAGE_LOAD_FAILED,
-            ) from e
+            raise AppsRunError(f"app {name}: cannot list containers: {e.message}") from e
 
-    def _installed(self, name: str) -> bool:
-        return (self.project_dir(name) / COMPOSE_FILE).is_file()
+    async def _installed(self, name: str) -> bool:
+        return await asyncio.to_thread((self.project_dir(name) / COMPOSE_FILE).is_file)
 
     async def _run(self, name: str, args: Sequence[str]) -> Completed:
         project = self.project_dir(name)
         files = ["-f", COMPOSE_FILE]
-        if (project / OVERRIDE_FILE).is_file():
+        if await asyncio.to_thread((project / OVERRIDE_FILE).is_file):
             files += ["-f", OVERRIDE_FILE]
         try:
             return await self._compose.run(
                 ["-p", name, *files, *args], cwd=project, timeout_s=self._timeout
             )
         except (OSError, TimeoutError) as e:
-            raise AppsError(
-                f"app {name}: docker compose {args[0]} did not complete: {e!r}",
-                code=StatusCode.IMAGE_LOAD_FAILED,
+            raise AppsRunError(
+                f"app {name}: docker compose {args[0]} did not complete: {e!r}"
             ) from e
 
 

@@ -7,13 +7,13 @@ upload, and dockerd discards a truncated load.
 
 An LmP-patched dockerd also accepts ``LayersRoot`` (read blobs from the store directly) and digest
 references in ``RepoTags``; that mode is tried first, and a vanilla engine's refusal switches this
-loader to tag-only loads for good, as composectl does.
+loader to tag-only loads for good, as composectl does. Only an answer from the engine counts as a
+refusal: a connection that fails or drops leaves the mode as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import tarfile
@@ -29,10 +29,14 @@ import structlog
 from aklited.apps import blobs as blobstore
 from aklited.apps.blobs import Blob
 from aklited.apps.model import AppImage
-from aklited.errors import AppsError
-from aklited.outcomes import StatusCode
+from aklited.errors import AppsCorruptError, AppsError, AppsRunError
 
 log = structlog.get_logger(__name__)
+
+
+class _DigestLoadRefusedError(AppsRunError):
+    """The engine answered a digest-ref load with an error: a vanilla dockerd (80)."""
+
 
 STREAM_CHUNK = 1024 * 1024
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -73,7 +77,7 @@ class ImageLoader:
         present = [image for image in unique if await self._has_image(image)]
         missing = [image for image in unique if image not in present]
         for image in present:
-            await self._ensure_tags(image)
+            await self._ensure_tags(image, what=what)
         if missing:
             await self._check_layer_formats(missing, what=what)
             try:
@@ -107,36 +111,47 @@ class ImageLoader:
             raise _engine_error(e, what=f"image {image.ref}") from e
         return True
 
-    async def _ensure_tags(self, image: AppImage) -> None:
+    async def _ensure_tags(self, image: AppImage, *, what: str) -> None:
         for tag in image.tags:
             repo, _, name = tag.rpartition(":")
-            await self._docker.images.tag(image.image_id, repo, tag=name)
+            try:
+                await self._docker.images.tag(image.image_id, repo, tag=name)
+            except aiodocker.DockerError as e:
+                raise _engine_error(e, what=f"{what}: tagging image {image.ref} as {tag}") from e
 
     async def _check_layer_formats(self, images: Sequence[AppImage], *, what: str) -> None:
-        version = await self._docker.version()
+        try:
+            version = await self._docker.version()
+        except aiodocker.DockerError as e:
+            raise _engine_error(e, what=f"{what}: asking Docker its version") from e
         major = str(version.get("Version", "0")).split(".", 1)[0]
         if major.isdigit() and int(major) >= 23:
             return  # zstd layers are readable from Docker 23 on
         for image in images:
             for layer in dict.fromkeys(image.layers):
-                if "zstd" in layer.media_type or await asyncio.to_thread(self._is_zstd, layer):
-                    raise AppsError(
+                if "zstd" in layer.media_type or await self._is_zstd(layer, what=what):
+                    raise AppsRunError(
                         f"{what}: image {image.ref} layer {layer.hex[:12]} is zstd-compressed,"
-                        f" which Docker {version.get('Version')} cannot load",
-                        code=StatusCode.IMAGE_LOAD_FAILED,
+                        f" which Docker {version.get('Version')} cannot load"
                     )
 
-    def _is_zstd(self, layer: Blob) -> bool:
-        with blobstore.blob_path(self._root, layer.hex).open("rb") as f:
-            return f.read(len(ZSTD_MAGIC)) == ZSTD_MAGIC
+    async def _is_zstd(self, layer: Blob, *, what: str) -> bool:
+        def read_magic() -> bytes:
+            with blobstore.blob_path(self._root, layer.hex).open("rb") as f:
+                return f.read(len(ZSTD_MAGIC))
+
+        try:
+            return await asyncio.to_thread(read_magic) == ZSTD_MAGIC
+        except OSError as e:
+            raise AppsRunError(
+                f"{what}: blob {layer.hex[:12]} cannot be read: {e.strerror or e}"
+            ) from e
 
     async def _load_missing(self, images: Sequence[AppImage], *, what: str) -> None:
         if self._patched is not False:
             try:
                 await self._post_load(images, patched=True, what=what)
-            except AppsError as e:
-                if e.code != StatusCode.IMAGE_LOAD_FAILED:
-                    raise
+            except _DigestLoadRefusedError as e:
                 log.info("engine refused a digest-ref load; loading by tags", reason=e.message)
             else:
                 self._patched = True
@@ -145,7 +160,10 @@ class ImageLoader:
         self._patched = False
 
     async def _post_load(self, images: Sequence[AppImage], *, patched: bool, what: str) -> None:
+        """POST one load; an engine's answer refusing a digest-ref load is a
+        :class:`_DigestLoadRefusedError`, any other failure (a connection that drops) is not."""
         body = TarStream(self._root, images, patched=patched, what=what)
+        refused = _DigestLoadRefusedError if patched else AppsRunError
         messages: list[str] = []
         try:
             async with self._docker._query(
@@ -159,17 +177,17 @@ class ImageLoader:
             ) as response:
                 error = await _scan_load_stream(response, messages)
         except aiodocker.DockerError as e:
-            raise body.failure or _engine_error(e, what=what) from e
-        except (aiohttp.ClientError, OSError) as e:
-            raise body.failure or AppsError(
-                f"{what}: image load was cut off: {e}", code=StatusCode.IMAGE_LOAD_FAILED
+            # aiodocker reports a connection failure as status 900: no answer, no refusal.
+            answered = 400 <= e.status < 600
+            raise body.failure or _engine_error(
+                e, what=what, error=refused if answered else AppsRunError
             ) from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise body.failure or AppsRunError(f"{what}: image load was cut off: {e}") from e
         if body.failure is not None:
             raise body.failure
         if error is not None:
-            raise AppsError(
-                f"{what}: Docker refused the images: {error}", code=StatusCode.IMAGE_LOAD_FAILED
-            )
+            raise refused(f"{what}: Docker refused the images: {error}")
         log.debug("load stream", patched=patched, messages=messages)
 
     async def _confirm(self, image: AppImage, *, what: str) -> None:
@@ -177,14 +195,12 @@ class ImageLoader:
             try:
                 info = await self._docker.images.inspect(tag)
             except aiodocker.DockerError as e:
-                raise AppsError(
-                    f"{what}: image {tag} is missing after the load: {e.message}",
-                    code=StatusCode.IMAGE_LOAD_FAILED,
+                raise AppsRunError(
+                    f"{what}: image {tag} is missing after the load: {e.message}"
                 ) from e
             if info.get("Id") != image.image_id:
-                raise AppsError(
-                    f"{what}: image {tag} has id {info.get('Id')}, expected {image.image_id}",
-                    code=StatusCode.IMAGE_LOAD_FAILED,
+                raise AppsRunError(
+                    f"{what}: image {tag} has id {info.get('Id')}, expected {image.image_id}"
                 )
 
 
@@ -211,10 +227,10 @@ async def _scan_load_stream(response: aiohttp.ClientResponse, messages: list[str
     return error
 
 
-def _engine_error(e: aiodocker.DockerError, *, what: str) -> AppsError:
-    return AppsError(
-        f"{what}: Docker engine error {e.status}: {e.message}", code=StatusCode.IMAGE_LOAD_FAILED
-    )
+def _engine_error(
+    e: aiodocker.DockerError, *, what: str, error: type[AppsRunError] = AppsRunError
+) -> AppsRunError:
+    return error(f"{what}: Docker engine error {e.status}: {e.message}")
 
 
 class TarStream:
@@ -265,9 +281,8 @@ class TarStream:
             try:
                 f = await asyncio.to_thread(path.open, "rb")
             except OSError as e:
-                self.failure = AppsError(
-                    f"{self._what}: blob {blob.hex[:12]} cannot be read: {e.strerror}",
-                    code=StatusCode.IMAGE_LOAD_FAILED,
+                self.failure = AppsRunError(
+                    f"{self._what}: blob {blob.hex[:12]} cannot be read: {e.strerror}"
                 )
                 raise self.failure from e
             digest = hashlib.sha256()
@@ -282,17 +297,29 @@ class TarStream:
                     pending = asyncio.ensure_future(asyncio.to_thread(_read_hashed, f, digest))
                     yield chunk
             finally:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
-                await asyncio.to_thread(f.close)
+                try:
+                    await _drop_read(pending)
+                finally:
+                    await asyncio.to_thread(f.close)
             if sent != blob.size or digest.hexdigest() != blob.hex:
-                self.failure = AppsError(
+                self.failure = AppsCorruptError(
                     f"{self._what}: blob {blob.hex[:12]} changed since it was verified"
                 )
                 raise self.failure
             yield _padding(blob.size)
         yield b"\0" * (2 * _BLOCK)
+
+
+async def _drop_read(pending: asyncio.Future[bytes]) -> None:
+    """Stop waiting for a read ahead nobody wants any more.
+
+    Its own end (cancelled, or an error: the stream is over either way) is not reported,
+    but a cancellation of the task running the stream propagates.
+    """
+    pending.cancel()
+    await asyncio.wait([pending])
+    if not pending.cancelled():
+        pending.exception()  # mark it retrieved: asyncio would log it as never retrieved
 
 
 def _read_hashed(f: BinaryIO, digest: Any) -> bytes:

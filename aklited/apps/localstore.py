@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +22,11 @@ from aklited.apps import blobs as blobstore
 from aklited.apps.blobs import Blob
 from aklited.apps.model import App
 from aklited.apps.store import app_dir
-from aklited.errors import AppsError
+from aklited.errors import AppsCopyError, AppsNoSpaceError
 from aklited.host.files import atomic_write
-from aklited.outcomes import StatusCode
+
+# Called with (bytes copied, bytes to copy, what was copied) after each blob.
+CopyProgress = Callable[[int, int, str], None]
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +78,9 @@ class LocalStore:
 
         return await asyncio.to_thread(scan)
 
-    async def copy_in(self, source_root: Path, apps: Sequence[App]) -> CopyPlan:
+    async def copy_in(
+        self, source_root: Path, apps: Sequence[App], *, progress: CopyProgress | None = None
+    ) -> CopyPlan:
         """Copy ``apps`` from a verified source store, verifying every blob again as it is copied.
 
         Raises:
@@ -88,10 +92,9 @@ class LocalStore:
         await asyncio.to_thread(blobstore.blobs_dir(self.root).mkdir, parents=True, exist_ok=True)
         free = (await asyncio.to_thread(shutil.disk_usage, self.root)).free
         if plan.bytes_needed + self._space_reserve > free:
-            raise AppsError(
+            raise AppsNoSpaceError(
                 f"app store {self.root}: {plan.bytes_needed} bytes of app blobs to copy, "
-                f"{free} bytes free ({self._space_reserve} kept in reserve)",
-                code=StatusCode.NO_SPACE,
+                f"{free} bytes free ({self._space_reserve} kept in reserve)"
             )
         log.info(
             "copying app blobs",
@@ -101,10 +104,14 @@ class LocalStore:
         )
         owner = {b.hex: app.name for app in apps for b in app.blobs()}
         with blobstore.store_files(source_root) as source:
+            copied = 0
             for blob in plan.missing:
                 await asyncio.to_thread(
                     blobstore.copy_blob, source, self.root, blob, what=f"app {owner[blob.hex]}"
                 )
+                copied += blob.size
+                if progress is not None:
+                    progress(copied, plan.bytes_needed, f"copied app {owner[blob.hex]} blobs")
         for app in apps:
             await asyncio.to_thread(self._write_app_dir, app)
         return plan
@@ -120,7 +127,15 @@ class LocalStore:
         atomic_write(directory / "uri", app.uri.encode())
 
     async def image_tags(self, stored: StoredApp) -> tuple[str, ...]:
-        """The engine tags of the images an app version in the store loaded."""
+        """The engine tags of the images an app version in the store loaded.
+
+        Each image index gives the tag its directory names (the image root); the manifest tag
+        comes from the index's content. An index that is gone, or damaged (not JSON, or no
+        ``manifests[0].digest`` string), gives only the first tag; a damaged one is logged.
+
+        Raises:
+            AppsCopyError: 50 when an index exists but cannot be read (EACCES, EIO, ...).
+        """
 
         def scan() -> tuple[str, ...]:
             images = app_dir(self.root, stored.name, stored.hex) / "images"
@@ -129,12 +144,34 @@ class LocalStore:
                 root_hex = index.parent.name
                 locator = index.parent.parent.relative_to(images).as_posix()
                 tags.append(f"{locator}:{root_hex[:7]}")
-                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                    manifest = json.loads(index.read_bytes())["manifests"][0]["digest"]
+                manifest = self._manifest_digest(index)
+                if manifest is not None:
                     tags.append(f"{locator}:{manifest.removeprefix('sha256:')[:7]}")
             return tuple(dict.fromkeys(tags))
 
         return await asyncio.to_thread(scan)
+
+    def _manifest_digest(self, index: Path) -> str | None:
+        """Blocking: the manifest digest an image index records, None if gone or damaged."""
+        try:
+            raw = index.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise AppsCopyError(
+                f"app store {self.root}: cannot read {index}: {e.strerror or e}"
+            ) from e
+        try:
+            digest = json.loads(raw)["manifests"][0]["digest"]
+        except (ValueError, LookupError, TypeError) as e:  # not JSON, or not an image index
+            log.warning("damaged image index ignored", index=str(index), reason=repr(e))
+            return None
+        if not isinstance(digest, str):
+            log.warning(
+                "damaged image index ignored", index=str(index), reason=f"digest {digest!r}"
+            )
+            return None
+        return digest
 
     async def list_apps(self) -> tuple[StoredApp, ...]:
         """Every app version in the store (dirs holding a ``uri`` file)."""

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from aklited.apps.blobs import Blob, parse_digest
-from aklited.errors import AppsError
+from aklited.errors import AppsCorruptError
 
 # Loose reference grammar: [host[:port]/]path[:tag]@sha256:hex, lowercase path components.
 _LOCATOR = re.compile(
@@ -50,7 +50,7 @@ def parse_app_uri(uri: str, *, what: str) -> AppRef:
     """
     locator, sep, digest = uri.partition("@")
     if not sep or not _LOCATOR.fullmatch(locator):
-        raise AppsError(f"{what}: app URI {uri!r} is not <locator>@sha256:<digest>")
+        raise AppsCorruptError(f"{what}: app URI {uri!r} is not <locator>@sha256:<digest>")
     return AppRef(uri=uri, locator=locator, hex=parse_digest(digest, what=what))
 
 
@@ -62,13 +62,13 @@ def parse_image_ref(ref: str, *, what: str) -> ImageRef:
     """
     name, sep, digest = ref.partition("@")
     if not sep:
-        raise AppsError(f"{what}: image {ref!r} is not pinned by a sha256 digest")
+        raise AppsCorruptError(f"{what}: image {ref!r} is not pinned by a sha256 digest")
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash and _TAG.fullmatch(name[colon + 1 :]):
         name = name[:colon]
     if not _LOCATOR.fullmatch(name):
-        raise AppsError(f"{what}: image {ref!r} has a malformed name")
+        raise AppsCorruptError(f"{what}: image {ref!r} has a malformed name")
     return ImageRef(ref=ref, locator=name, hex=parse_digest(digest, what=what))
 
 

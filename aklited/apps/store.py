@@ -26,8 +26,7 @@ from aklited.apps.model import App, AppImage, Service, parse_app_uri, parse_imag
 from aklited.apps.platforms import Platform
 from aklited.apps.tarsafe import COMPOSE_FILE, extract_bundle
 from aklited.drivefs import DriveEntryError, MissingEntryError
-from aklited.errors import AppsError
-from aklited.outcomes import StatusCode
+from aklited.errors import AppsContentMissingError, AppsCorruptError
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +113,7 @@ class StoreReader:
         ref = parse_app_uri(uri, what=what)
         if ref.name != name:
             # The app name is also its store dir, project dir and compose project name.
-            raise AppsError(f"{what}: the target's URI {uri!r} names app {ref.name!r}")
+            raise AppsCorruptError(f"{what}: the target's URI {uri!r} names app {ref.name!r}")
         await asyncio.to_thread(self._check_uri_file, ref.name, ref.hex, uri, what)
         raw = await asyncio.to_thread(
             blobstore.read_small_blob,
@@ -149,16 +148,17 @@ class StoreReader:
         try:
             content = self._files.read(relative, limit=MAX_URI_SIZE).decode("utf-8")
         except MissingEntryError as e:
-            raise AppsError(
-                f"{what}: {name} is missing: the store lacks this app version",
-                code=StatusCode.NO_TARGET_CONTENT,
+            raise AppsContentMissingError(
+                f"{what}: {name} is missing: the store lacks this app version"
             ) from e
         except DriveEntryError as e:
             raise blobstore.drive_refusal(e, what) from e
         except UnicodeDecodeError as e:
-            raise AppsError(f"{what}: {name} is not UTF-8: {e}") from e
+            raise AppsCorruptError(f"{what}: {name} is not UTF-8: {e}") from e
         if content != uri:
-            raise AppsError(f"{what}: {name} names {content.strip()!r}, the target says {uri!r}")
+            raise AppsCorruptError(
+                f"{what}: {name} names {content.strip()!r}, the target says {uri!r}"
+            )
 
     async def _check_blob(self, blob: Blob, *, what: str) -> None:
         check = blobstore.check_blob_size if self._quick else blobstore.verify_blob_file
@@ -174,7 +174,7 @@ class StoreReader:
         if not present:
             return False
         if blob.size >= SIDE_BLOB_MAX_SIZE:
-            raise AppsError(f"{what}: side blob {blob.hex[:12]} is over its 1 MiB limit")
+            raise AppsCorruptError(f"{what}: side blob {blob.hex[:12]} is over its 1 MiB limit")
         await asyncio.to_thread(blobstore.verify_blob_file, self._files, blob, what=what)
         return True
 
@@ -218,11 +218,13 @@ class StoreReader:
             )
             manifest_doc = _json(raw_manifest, what=f"{iwhat} manifest")
             if not _is_manifest(manifest_doc):
-                raise AppsError(f"{iwhat}: manifest {manifest.hex[:12]} is not an image manifest")
+                raise AppsCorruptError(
+                    f"{iwhat}: manifest {manifest.hex[:12]} is not an image manifest"
+                )
         config = _descriptor(manifest_doc.get("config"), what=f"{iwhat} config")
         layers_raw = manifest_doc.get("layers")
         if not isinstance(layers_raw, list) or not layers_raw:
-            raise AppsError(f"{iwhat}: manifest {manifest.hex[:12]} lists no layers")
+            raise AppsCorruptError(f"{iwhat}: manifest {manifest.hex[:12]} lists no layers")
         layers = tuple(_descriptor(d, what=f"{iwhat} layer") for d in layers_raw)
         await self._check_blob(config, what=f"{iwhat} config")
         for layer in dict.fromkeys(layers):
@@ -241,7 +243,7 @@ class StoreReader:
         media_type = doc.get("mediaType")
         if media_type in INDEX_TYPES:
             if not isinstance(manifests, list):
-                raise AppsError(f"{what}: image index has no manifests list")
+                raise AppsCorruptError(f"{what}: image index has no manifests list")
             chosen = [
                 m
                 for m in manifests
@@ -255,11 +257,11 @@ class StoreReader:
         ):
             chosen = list(manifests)  # a skopeo index: written for the device arch only
         elif doc.get("schemaVersion") == 1 or "fsLayers" in doc:
-            raise AppsError(f"{what}: schema 1 image manifests are not supported")
+            raise AppsCorruptError(f"{what}: schema 1 image manifests are not supported")
         else:
-            raise AppsError(f"{what}: image root has unknown media type {media_type!r}")
+            raise AppsCorruptError(f"{what}: image root has unknown media type {media_type!r}")
         if len(chosen) != 1:
-            raise AppsError(
+            raise AppsCorruptError(
                 f"{what}: image index has {len(chosen)} manifests for {self._platform},"
                 " exactly 1 needed"
             )
@@ -289,17 +291,17 @@ async def read_compose_services(
     try:
         done = await compose.run(args, cwd=project, timeout_s=60)
     except (OSError, TimeoutError) as e:
-        raise AppsError(f"{what}: cannot run {compose.bin} compose config: {e}") from e
+        raise AppsCorruptError(f"{what}: cannot run {compose.bin} compose config: {e}") from e
     if done.returncode != 0:
-        raise AppsError(f"{what}: {COMPOSE_FILE} is invalid: {done.last_error_line()}")
+        raise AppsCorruptError(f"{what}: {COMPOSE_FILE} is invalid: {done.last_error_line()}")
     services = _json(done.stdout.encode(), what=f"{what} {COMPOSE_FILE}").get("services")
     if not isinstance(services, dict) or not services:
-        raise AppsError(f"{what}: {COMPOSE_FILE} defines no services")
+        raise AppsCorruptError(f"{what}: {COMPOSE_FILE} defines no services")
     result = []
     for service_name, spec in sorted(services.items()):
         image = spec.get("image") if isinstance(spec, dict) else None
         if not isinstance(image, str) or not image:
-            raise AppsError(f"{what}: service {service_name} has no image")
+            raise AppsCorruptError(f"{what}: service {service_name} has no image")
         parse_image_ref(image, what=f"{what} service {service_name}")
         labels = spec.get("labels")
         config_hash = labels.get(CONFIG_HASH_LABEL) if isinstance(labels, dict) else None
@@ -315,22 +317,26 @@ async def read_compose_services(
 
 def _parse_app_manifest(doc: dict[str, Any], *, what: str) -> tuple[Blob, tuple[Blob, ...]]:
     if doc.get("mediaType") != OCI_MANIFEST:
-        raise AppsError(f"{what}: app manifest media type is {doc.get('mediaType')!r}, not OCI")
+        raise AppsCorruptError(
+            f"{what}: app manifest media type is {doc.get('mediaType')!r}, not OCI"
+        )
     annotations = doc.get("annotations")
     if not isinstance(annotations, dict) or annotations.get("compose-app") != "v1":
-        raise AppsError(f"{what}: app manifest lacks the compose-app=v1 annotation")
+        raise AppsCorruptError(f"{what}: app manifest lacks the compose-app=v1 annotation")
     layers = doc.get("layers")
     if not isinstance(layers, list) or not layers or not isinstance(layers[0], dict):
-        raise AppsError(f"{what}: app manifest has no compose bundle layer")
+        raise AppsCorruptError(f"{what}: app manifest has no compose bundle layer")
     if layers[0].get("mediaType") != BUNDLE_MEDIA_TYPE:
-        raise AppsError(f"{what}: compose bundle media type is {layers[0].get('mediaType')!r}")
+        raise AppsCorruptError(
+            f"{what}: compose bundle media type is {layers[0].get('mediaType')!r}"
+        )
     bundle = _descriptor(layers[0], what=f"{what} compose bundle")
     extras: list[Blob] = []
     notes = layers[0].get("annotations")
     if isinstance(notes, dict) and BUNDLE_INDEX_DIGEST in notes:
         size = notes.get(BUNDLE_INDEX_SIZE)
         if not isinstance(size, str) or not size.isdigit():
-            raise AppsError(f"{what}: bundle index size annotation {size!r} is not a number")
+            raise AppsCorruptError(f"{what}: bundle index size annotation {size!r} is not a number")
         extras.append(Blob(hex=parse_digest(notes[BUNDLE_INDEX_DIGEST], what=what), size=int(size)))
     for layer in layers[1:]:
         notes = layer.get("annotations") if isinstance(layer, dict) else None
@@ -341,10 +347,10 @@ def _parse_app_manifest(doc: dict[str, Any], *, what: str) -> tuple[Blob, tuple[
 
 def _descriptor(value: object, *, what: str) -> Blob:
     if not isinstance(value, dict):
-        raise AppsError(f"{what}: descriptor is not an object")
+        raise AppsCorruptError(f"{what}: descriptor is not an object")
     size = value.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise AppsError(f"{what}: descriptor size {size!r} is invalid")
+        raise AppsCorruptError(f"{what}: descriptor size {size!r} is invalid")
     media_type = value.get("mediaType", "")
     return Blob(
         hex=parse_digest(value.get("digest"), what=what),
@@ -365,7 +371,7 @@ def _json(raw: bytes, *, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
-        raise AppsError(f"{what}: not valid JSON: {e}") from e
+        raise AppsCorruptError(f"{what}: not valid JSON: {e}") from e
     if not isinstance(doc, dict):
-        raise AppsError(f"{what}: JSON document is not an object")
+        raise AppsCorruptError(f"{what}: JSON document is not an object")
     return doc

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from aklited.apps.blobs import CHUNK
-from aklited.errors import AppsError
+from aklited.errors import AppsCorruptError
 
 COMPOSE_FILE = "docker-compose.yml"
 COMPOSE_MAX_SIZE = 1024 * 1024  # composeapp AppComposeMaxSize
@@ -56,7 +56,7 @@ def extract_bundle(archive: BinaryIO | Path, dest: Path, *, what: str) -> Extrac
     finally:
         os.close(dest_fd)
     if COMPOSE_FILE not in files:
-        raise AppsError(f"{what}: bundle has no top-level {COMPOSE_FILE}")
+        raise AppsCorruptError(f"{what}: bundle has no top-level {COMPOSE_FILE}")
     _check_links(dest, what=what)
     return ExtractedBundle(root=dest, files=tuple(files))
 
@@ -76,19 +76,21 @@ def _extract_all(archive: BinaryIO, dest_fd: int, *, what: str) -> list[str]:
                     _check_sizes(member, name, total, what=what)
                     files.append(name)
                 elif name == COMPOSE_FILE:
-                    raise AppsError(f"{what}: {COMPOSE_FILE} is not a regular file in the bundle")
+                    raise AppsCorruptError(
+                        f"{what}: {COMPOSE_FILE} is not a regular file in the bundle"
+                    )
                 _extract_member(tar, member, name, dest_fd, what=what)
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise AppsError(f"{what}: bundle archive cannot be extracted: {e}") from e
+        raise AppsCorruptError(f"{what}: bundle archive cannot be extracted: {e}") from e
     return files
 
 
 def _check_name(raw: str, *, what: str) -> str | None:
     if raw.startswith("/"):
-        raise AppsError(f"{what}: bundle entry {raw!r} has an absolute name")
+        raise AppsCorruptError(f"{what}: bundle entry {raw!r} has an absolute name")
     parts = [p for p in PurePosixPath(raw).parts if p != "."]
     if ".." in parts:
-        raise AppsError(f"{what}: bundle entry {raw!r} climbs out of the app dir")
+        raise AppsCorruptError(f"{what}: bundle entry {raw!r} climbs out of the app dir")
     return "/".join(parts) if parts else None
 
 
@@ -98,24 +100,26 @@ def _check_type(member: tarfile.TarInfo, name: str, *, what: str) -> None:
     if member.issym() or member.islnk():
         target = member.linkname
         if target.startswith("/"):
-            raise AppsError(f"{what}: bundle link {name!r} points to absolute {target!r}")
+            raise AppsCorruptError(f"{what}: bundle link {name!r} points to absolute {target!r}")
         base = PurePosixPath(name).parent if member.issym() else PurePosixPath()
         depth = 0
         for part in (base / target).parts:
             depth += -1 if part == ".." else (0 if part == "." else 1)
             if depth < 0:
-                raise AppsError(f"{what}: bundle link {name!r} points outside the app dir")
+                raise AppsCorruptError(f"{what}: bundle link {name!r} points outside the app dir")
         return
-    raise AppsError(f"{what}: bundle entry {name!r} is a device node or FIFO")
+    raise AppsCorruptError(f"{what}: bundle entry {name!r} is a device node or FIFO")
 
 
 def _check_sizes(member: tarfile.TarInfo, name: str, total: int, *, what: str) -> None:
     if name == COMPOSE_FILE and member.size > COMPOSE_MAX_SIZE:
-        raise AppsError(f"{what}: {COMPOSE_FILE} is {member.size} bytes, over the 1 MiB limit")
+        raise AppsCorruptError(
+            f"{what}: {COMPOSE_FILE} is {member.size} bytes, over the 1 MiB limit"
+        )
     if member.size > FILE_MAX_SIZE:
-        raise AppsError(f"{what}: bundle file {name!r} is over the per-file size limit")
+        raise AppsCorruptError(f"{what}: bundle file {name!r} is over the per-file size limit")
     if total > BUNDLE_MAX_SIZE:
-        raise AppsError(f"{what}: bundle files total more than 1 GiB")
+        raise AppsCorruptError(f"{what}: bundle files total more than 1 GiB")
 
 
 def _extract_member(
@@ -135,7 +139,7 @@ def _extract_member(
             if existing is None:
                 os.mkdir(last, 0o755, dir_fd=parent)
         elif existing is not None:
-            raise AppsError(f"{what}: bundle entry {name!r} would replace a directory")
+            raise AppsCorruptError(f"{what}: bundle entry {name!r} would replace a directory")
         elif member.issym():
             os.symlink(member.linkname, last, dir_fd=parent)
         elif member.islnk():
@@ -143,7 +147,7 @@ def _extract_member(
         else:
             data = tar.extractfile(member)
             if data is None:
-                raise AppsError(f"{what}: bundle entry {name!r} has no data")
+                raise AppsCorruptError(f"{what}: bundle entry {name!r} has no data")
             # Permissions only: no set-id bits, no ownership from the archive.
             mode = 0o755 if member.mode & 0o111 else 0o644
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -160,7 +164,7 @@ def _hard_link(
 ) -> None:
     link_name = _check_name(member.linkname, what=what)
     if link_name is None:
-        raise AppsError(f"{what}: bundle hard link {name!r} has no file to link to")
+        raise AppsCorruptError(f"{what}: bundle hard link {name!r} has no file to link to")
     *source_dirs, source_last = link_name.split("/")
     source_parent = _open_dirs(dest_fd, source_dirs, name, create=False, what=what)
     try:
@@ -169,7 +173,7 @@ def _hard_link(
         except FileNotFoundError:
             info = None
         if info is None or not stat.S_ISREG(info.st_mode):
-            raise AppsError(f"{what}: bundle hard link {name!r} has no file to link to")
+            raise AppsCorruptError(f"{what}: bundle hard link {name!r} has no file to link to")
         os.link(
             source_last,
             last,
@@ -192,14 +196,14 @@ def _open_dirs(dest_fd: int, dirs: list[str], name: str, *, create: bool, what: 
                 opened = os.open(part, flags, dir_fd=current)
             except FileNotFoundError:
                 if not create:
-                    raise AppsError(
+                    raise AppsCorruptError(
                         f"{what}: bundle hard link {name!r} has no file to link to"
                     ) from None
                 os.mkdir(part, 0o755, dir_fd=current)
                 opened = os.open(part, flags, dir_fd=current)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise AppsError(
+                    raise AppsCorruptError(
                         f"{what}: bundle entry {name!r} would be written through {part!r}, "
                         "which is a link or a file, possibly outside the app dir"
                     ) from e
@@ -223,4 +227,6 @@ def _check_links(dest: Path, *, what: str) -> None:
             path = Path(directory, name)
             if path.is_symlink() and not path.resolve().is_relative_to(root):
                 relative = path.relative_to(dest).as_posix()
-                raise AppsError(f"{what}: bundle link {relative!r} points outside the app dir")
+                raise AppsCorruptError(
+                    f"{what}: bundle link {relative!r} points outside the app dir"
+                )

@@ -27,8 +27,14 @@ from aklited.drivefs import (
     MissingEntryError,
     describe_mode,
 )
-from aklited.errors import BundleError
-from aklited.outcomes import StatusCode
+from aklited.errors import (
+    BundleContentRejectedError,
+    BundleContentUnreadableError,
+    DowngradeRefusedError,
+    NoMatchingTargetError,
+    TargetContentMissingError,
+    TargetNotFoundError,
+)
 from aklited.trust.errors import security_error
 from aklited.trust.metadata import TargetFile, brief
 
@@ -78,7 +84,7 @@ def parse_version(value: object, *, target: str = "") -> int | None:
         The version, or None when stoi finds no number.
 
     Raises:
-        TrustError: 11 when the number is outside stoi's int range
+        MetadataRejectedError: 11 when the number is outside stoi's int range
             (:data:`VERSION_MIN`..:data:`VERSION_MAX`): the signed metadata is malformed.
     """
     if isinstance(value, int) and not isinstance(value, bool):
@@ -134,23 +140,21 @@ def matching_targets(bundle: VerifiedBundle, device: DeviceFacts) -> list[Target
     """Trusted targets the bundle names that fit this device (format, hwid, tags).
 
     Raises:
-        BundleError: 6 when none fits.
+        NoMatchingTargetError: 6 when none fits.
     """
     # Top-level and delegated targets, as the TUF search resolves them.
     targets = bundle.metadata.all_targets
     named = [targets[name] for name in bundle.manifest.targets if name in targets]
     if not named:
-        raise BundleError(
-            f"{BUNDLE_TARGETS}: none of the bundle's targets is in the trusted targets.json",
-            code=StatusCode.NO_MATCHING_TARGETS,
+        raise NoMatchingTargetError(
+            f"{BUNDLE_TARGETS}: none of the bundle's targets is in the trusted targets.json"
         )
     fitting = [t for t in named if _fits(t, device)]
     if not fitting:
-        raise BundleError(
+        raise NoMatchingTargetError(
             f"{BUNDLE_TARGETS}: no target for hardware id {device.hardware_id!r}"
             + (f" and tags {', '.join(device.tags)}" if device.tags else "")
-            + f" (bundle offers {', '.join(t.name for t in named)})",
-            code=StatusCode.NO_MATCHING_TARGETS,
+            + f" (bundle offers {', '.join(t.name for t in named)})"
         )
     return fitting
 
@@ -170,19 +174,22 @@ def _fits(target: TargetFile, device: DeviceFacts) -> bool:
     return parse_version(custom.get("version"), target=target.name) is not None
 
 
-def _content_error(err: DriveEntryError) -> BundleError:
+def _content_error(
+    err: DriveEntryError,
+) -> BundleContentUnreadableError | BundleContentRejectedError:
     """Bundle content the drive reader refused: 50 for an I/O error, else 70."""
     if isinstance(err, DriveIOError):
-        return BundleError(f"{err}; check the drive", code=StatusCode.DOWNLOAD_FAILED)
-    return BundleError(str(err), code=StatusCode.VERIFICATION_FAILED)
+        return BundleContentUnreadableError(f"{err}; check the drive")
+    return BundleContentRejectedError(str(err))
 
 
 def bundle_app_uris(layout: BundleLayout) -> set[str]:
     """Every app URI the bundle holds (contents of ``apps/apps/*/*/uri``).
 
     Raises:
-        BundleError: 70 for an entry that leaves the bundle or is not what it should be
-            (a uri that is no regular file, ``apps/`` a link out), 50 for an I/O error.
+        BundleContentRejectedError: 70 for an entry that leaves the bundle or is not what it
+            should be (a uri that is no regular file, ``apps/`` a link out).
+        BundleContentUnreadableError: 50 for an I/O error.
     """
     uris: set[str] = set()
     try:
@@ -214,9 +221,8 @@ def content_problem(
     except DriveEntryError as e:
         raise _content_error(e) from e
     if not stat.S_ISREG(info.st_mode):
-        raise BundleError(
-            f"{relative}: is {describe_mode(info.st_mode)}, not a regular file",
-            code=StatusCode.VERIFICATION_FAILED,
+        raise BundleContentRejectedError(
+            f"{relative}: is {describe_mode(info.st_mode)}, not a regular file"
         )
     for name, uri in sorted(apps.items()):
         if uri not in uris:
@@ -238,9 +244,8 @@ def select_target_sync(
     if target_name:
         fitting = [t for t in fitting if t.name == target_name]
         if not fitting:
-            raise BundleError(
-                f"target {target_name} is not among the bundle's targets for this device",
-                code=StatusCode.TARGET_NOT_FOUND,
+            raise TargetNotFoundError(
+                f"target {target_name} is not among the bundle's targets for this device"
             )
     uris = bundle_app_uris(bundle.layout) if device.with_apps else set()
     # Highest version first; aktualizr-lite installs the newest target the bundle holds.
@@ -257,7 +262,7 @@ def select_target_sync(
             return _chosen(target, apps, current_version, current_name, force=force)
         log.info("target content missing", target=target.name, reason=problem)
         first_problem = first_problem or problem
-    raise BundleError(f"{first_problem}", code=StatusCode.NO_TARGET_CONTENT)
+    raise TargetContentMissingError(f"{first_problem}")
 
 
 def _chosen(
@@ -286,10 +291,9 @@ def _chosen(
         and version < current_version
         and not force
     ):
-        raise BundleError(
+        raise DowngradeRefusedError(
             f"target {target.name} version {version} is older than the current version "
-            f"{current_version}; install with --force to downgrade",
-            code=StatusCode.DOWNGRADE_REFUSED,
+            f"{current_version}; install with --force to downgrade"
         )
     return selected
 
@@ -317,9 +321,9 @@ async def select_target(
         The selected target; the caller compares its name with the current target's.
 
     Raises:
-        BundleError: 6 no fitting target, 20 ``target_name`` unknown, 8 content missing,
-            102 downgrade without ``force``.
-        TrustError: 11 for an apps ``uri`` file that escapes the bundle.
+        SelectionError: 6 no fitting target, 20 ``target_name`` unknown, 8 content missing,
+            102 downgrade without ``force``, 50/70 bundle content unreadable or unsafe.
+        MetadataRejectedError: 11 for a ``custom.version`` outside stoi's int range.
     """
     return await asyncio.to_thread(
         select_target_sync,

@@ -29,8 +29,12 @@ from aklited.drivefs import (
     DriveEntryError,
     MissingEntryError,
 )
-from aklited.errors import TrustError
-from aklited.outcomes import StatusCode
+from aklited.errors import (
+    BundleMetadataError,
+    MetadataExpiredError,
+    MetadataMissingError,
+    TrustError,
+)
 from aklited.trust.errors import drive_error
 from aklited.trust.keys import Dialect
 from aklited.trust.metadata import (
@@ -79,18 +83,15 @@ class BundleLayout:
         """
         root = Path(os.path.realpath(src_dir))
         if not root.is_dir():
-            raise TrustError(
-                f"{src_dir}: no such bundle directory", code=StatusCode.METADATA_NOT_FOUND
-            )
+            raise MetadataMissingError(f"{src_dir}: no such bundle directory")
         try:
             with BundleFiles(root) as files:
                 has_tuf = files.is_dir("tuf")
         except DriveEntryError as e:
             raise drive_error(e) from e
         if not has_tuf:
-            raise TrustError(
-                f"{src_dir}/tuf: missing; this is not an offline update bundle",
-                code=StatusCode.METADATA_NOT_FOUND,
+            raise MetadataMissingError(
+                f"{src_dir}/tuf: missing; this is not an offline update bundle"
             )
         return cls(root=root)
 
@@ -114,8 +115,8 @@ class VerifiedBundle:
     manifest: BundleManifest
 
 
-def _bundle_meta_error(reason: str) -> TrustError:
-    return TrustError(f"{BUNDLE_TARGETS}: {reason}", code=StatusCode.INVALID_BUNDLE_METADATA)
+def _bundle_meta_error(reason: str) -> BundleMetadataError:
+    return BundleMetadataError(f"{BUNDLE_TARGETS}: {reason}")
 
 
 def check_bundle_targets(
@@ -138,7 +139,7 @@ def check_bundle_targets(
         envelope = parse_envelope(raw, role="targets", filename=BUNDLE_TARGETS, dialect=dialect)
         verify_role(envelope, root, "targets")
     except TrustError as e:
-        raise TrustError(e.message, code=StatusCode.INVALID_BUNDLE_METADATA) from e
+        raise BundleMetadataError(e.message) from e
     signed = envelope.signed
     expires = signed.get("expires")
     if not isinstance(expires, str) or not _EXPIRES.fullmatch(expires):
@@ -148,9 +149,8 @@ def check_bundle_targets(
     except ValueError as e:
         raise _bundle_meta_error(f"expires {expires!r} is not a valid date") from e
     if is_expired(when, reference_time):
-        raise TrustError(
-            f"{BUNDLE_TARGETS}: expired at {format_time(when)}; make a new bundle",
-            code=StatusCode.METADATA_EXPIRED,
+        raise MetadataExpiredError(
+            f"{BUNDLE_TARGETS}: expired at {format_time(when)}; make a new bundle"
         )
     bundle = signed.get("x-fio-offline-bundle")
     if not isinstance(bundle, dict):
@@ -193,9 +193,8 @@ def verify_bundle_sync(
     root = workflow.update_root()
     raw = _read_bundle_targets(layout)
     if raw is None:
-        raise TrustError(
-            f"{BUNDLE_TARGETS}: missing; make the bundle with fioctl >= v0.42",
-            code=StatusCode.METADATA_NOT_FOUND,
+        raise MetadataMissingError(
+            f"{BUNDLE_TARGETS}: missing; make the bundle with fioctl >= v0.42"
         )
     manifest = check_bundle_targets(
         raw,

@@ -2,8 +2,8 @@
 
 The pull commands only print progress when their stdout is a terminal, so :func:`run_ostree`
 can give the child a pseudo-terminal and turn each redrawn console line into a call of a
-line callback. A failing command raises :class:`~aklited.errors.OstreeError` carrying its
-stderr, with the status code the caller chose for that step.
+line callback. A failing command raises the :class:`~aklited.errors.RootfsError` type the
+caller chose for that step, carrying its stderr.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from aklited.errors import OstreeError
-from aklited.outcomes import StatusCode
+from aklited.errors import RootfsError
 
 log = structlog.get_logger(__name__)
 
@@ -56,29 +55,30 @@ def _one_line(text: str) -> str:
 async def run_ostree(
     args: list[str],
     *,
-    failure_code: StatusCode,
+    error: type[RootfsError],
     what: str,
     on_line: LineCallback | None = None,
     ostree_bin: str = "ostree",
-    classify: Callable[[str], StatusCode | None] | None = None,
+    classify: Callable[[str], type[RootfsError] | None] | None = None,
 ) -> OstreeOutput:
     """Run ``ostree ARGS`` and return its output, raising on a non-zero exit.
 
     Args:
         args: arguments after the program name.
-        failure_code: the status code of the :class:`OstreeError` raised on failure.
+        error: the :class:`~aklited.errors.RootfsError` type raised on failure.
         what: a few words for the error message, e.g. ``"pull of abc… from /media/x"``.
         on_line: when given, stdout is a pseudo-terminal (so ostree prints progress) and
             every console line, stripped of control sequences, is passed to it.
         ostree_bin: the program to run.
-        classify: given ostree's stderr on failure, a more precise code than
-            ``failure_code`` (e.g. a corrupted object is a verification failure), or None.
+        classify: given ostree's stderr on failure, a more precise type than ``error``
+            (e.g. a corrupted object is a verification failure), or None.
 
     Returns:
         The decoded stdout (console lines joined by newlines) and stderr.
 
     Raises:
-        OstreeError: the program is missing or exited non-zero (stderr in the message).
+        RootfsError: ``error`` (or what ``classify`` chose) when the program is missing or
+            exited non-zero (stderr in the message).
     """
     argv = [ostree_bin, *args]
     log.debug("ostree run", argv=argv)
@@ -101,7 +101,7 @@ async def run_ostree(
     except OSError as e:
         if master is not None:
             os.close(master)
-        raise OstreeError(f"{what} failed: cannot run {ostree_bin}: {e}", code=failure_code) from e
+        raise error(f"{what} failed: cannot run {ostree_bin}: {e}") from e
     finally:
         if slave is not None:
             os.close(slave)  # the child holds its own copy; EOF arrives when it exits
@@ -117,8 +117,8 @@ async def run_ostree(
     if returncode != 0:
         log.warning("ostree failed", argv=argv, returncode=returncode, stderr=stderr.strip())
         detail = _one_line(stderr) or f"exit status {returncode}"
-        code = (classify(stderr) if classify is not None else None) or failure_code
-        raise OstreeError(f"{what} failed: {detail}", code=code)
+        failure = (classify(stderr) if classify is not None else None) or error
+        raise failure(f"{what} failed: {detail}")
     log.debug("ostree done", argv=argv, stdout=stdout, stderr=stderr.strip())
     return OstreeOutput(stdout=stdout, stderr=stderr)
 

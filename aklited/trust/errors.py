@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from aklited.drivefs import DriveEntryError, DriveIOError
-from aklited.errors import TrustError
-from aklited.outcomes import StatusCode
+from aklited.errors import (
+    MetadataExpiredError,
+    MetadataMissingError,
+    MetadataRejectedError,
+    MetadataUnreadableError,
+)
 
 
-class MetadataRollbackError(TrustError):
+class MetadataRollbackError(MetadataRejectedError):
     """Offered metadata is older than the trusted copy (a rollback, code 11).
 
     The offline workflow may fall back to the stored copy, as aktualizr-lite does for a
     bundle that is older than what the device already trusts.
     """
-
-    default_code = StatusCode.SECURITY_ERROR
 
 
 def one_line(text: str) -> str:
@@ -28,33 +30,32 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def security_error(filename: str, reason: str) -> TrustError:
+def security_error(filename: str, reason: str) -> MetadataRejectedError:
     """A metadata file failed a check or cannot be parsed (11)."""
-    return TrustError(one_line(f"{filename}: {reason}"), code=StatusCode.SECURITY_ERROR)
+    return MetadataRejectedError(one_line(f"{filename}: {reason}"))
 
 
-def expired_error(filename: str, expires: str) -> TrustError:
+def expired_error(filename: str, expires: str) -> MetadataExpiredError:
     """A metadata file has expired (12)."""
-    return TrustError(
-        one_line(f"{filename}: expired at {expires}; make a new bundle or check the device clock"),
-        code=StatusCode.METADATA_EXPIRED,
+    return MetadataExpiredError(
+        one_line(f"{filename}: expired at {expires}; make a new bundle or check the device clock")
     )
 
 
-def missing_error(filename: str, reason: str = "is missing") -> TrustError:
+def missing_error(filename: str, reason: str = "is missing") -> MetadataMissingError:
     """A required metadata file is absent (14)."""
-    return TrustError(one_line(f"{filename}: {reason}"), code=StatusCode.METADATA_NOT_FOUND)
+    return MetadataMissingError(one_line(f"{filename}: {reason}"))
 
 
-def io_error(filename: str, err: OSError) -> TrustError:
+def io_error(filename: str, err: OSError) -> MetadataUnreadableError:
     """Reading the medium failed (4): not the metadata's fault."""
     reason = err.strerror or type(err).__name__
-    return TrustError(
-        one_line(f"{filename}: cannot be read: {reason}"), code=StatusCode.TUF_UPDATE_FAILED
-    )
+    return MetadataUnreadableError(one_line(f"{filename}: cannot be read: {reason}"))
 
 
-def drive_error(err: DriveEntryError, filename: str | None = None) -> TrustError:
+def drive_error(
+    err: DriveEntryError, filename: str | None = None
+) -> MetadataUnreadableError | MetadataRejectedError:
     """A metadata file the drive reader refused: 4 for an I/O error, else 11."""
     name = filename or err.path
     if isinstance(err, DriveIOError):

@@ -1,7 +1,7 @@
 """Where verified metadata is kept between runs.
 
 The workflow persists a role only after it verified, through three calls that the state
-journal (:class:`aklited.engine.journal.Store`) provides too. Two small implementations live here:
+journal (:class:`aklited.engine.journal.Journal`) provides too. Two small implementations live here:
 
 * :class:`DirectoryTrustStore`: unversioned ``root.json``, ``timestamp.json``,
   ``snapshot.json``, ``targets.json`` and ``<quote(name)>.json`` per delegated role in one

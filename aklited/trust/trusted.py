@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from aklited.errors import TrustError
-from aklited.outcomes import StatusCode
+from aklited.errors import MetadataRejectedError
 from aklited.trust.errors import MetadataRollbackError, expired_error, security_error
 from aklited.trust.keys import Dialect, PublicKey
 from aklited.trust.metadata import (
@@ -368,8 +367,7 @@ class TrustedSet:
         if is_expired(snapshot.signed.expires, self.reference_time):
             raise expired_error(filename, format_time(snapshot.signed.expires))
         if snapshot.version != timestamp.signed.snapshot.version:
-            raise TrustError(
+            raise MetadataRejectedError(
                 f"{filename}: has version {snapshot.version}, timestamp.json lists "
-                f"{timestamp.signed.snapshot.version}",
-                code=StatusCode.SECURITY_ERROR,
+                f"{timestamp.signed.snapshot.version}"
             )

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import structlog
 
-from aklited.errors import TrustError
-from aklited.outcomes import StatusCode
+from aklited.errors import MetadataRejectedError, TrustError
 from aklited.trust.delegations import MAX_DELEGATIONS, TOP_LEVEL, resolve_targets
 from aklited.trust.errors import MetadataRollbackError, missing_error, security_error
 from aklited.trust.keys import Dialect
@@ -412,10 +411,9 @@ class TrustWorkflow:
             truncated = self._load_delegations(fresh)
         except TrustError as stored_error:
             log.warning("stored metadata unusable", reason=str(stored_error))
-            raise TrustError(
+            raise MetadataRejectedError(
                 f"{error.message}; the device's stored metadata is not usable either "
-                f"({stored_error.message})",
-                code=StatusCode.SECURITY_ERROR,
+                f"({stored_error.message})"
             ) from stored_error
         # Callers say it to their user (result.rollback): a warning here would say it twice.
         log.info("source metadata older than the device's; using stored", reason=error.message)

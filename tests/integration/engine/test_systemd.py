@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aklited.host.systemd import NoSystemd, Systemd, SystemdError, connect_systemd
+from aklited.errors import ServiceError
+from aklited.host.systemd import NoSystemd, Systemd, connect_systemd
 from tests.helpers.dbus import SystemdMock
 
 
@@ -41,7 +42,7 @@ async def test_failed_method_is_a_clear_error(systemd: SystemdMock) -> None:
     manager = await connect_systemd()
     try:
         # the mock, like systemd, refuses to stop a unit it does not know
-        with pytest.raises(SystemdError, match="StopUnit failed"):
+        with pytest.raises(ServiceError, match="StopUnit failed"):
             await manager.stop_unit("never-loaded.service")
     finally:
         await manager.close()

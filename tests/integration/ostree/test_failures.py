@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import aklited_sim as sim
-from aklited.errors import OstreeError
+from aklited.errors import RootfsError
 from aklited.outcomes import StatusCode
 from aklited.rootfs.repo import commit_path
 from aklited_sim import SimDevice
@@ -45,7 +45,7 @@ async def test_bundle_missing_objects_is_a_copy_failure(
     payload = os.urandom(200_000)
     commit = await bundle.commit("2", files={"usr/share/payload": payload})
     _content_object(bundle.repo, payload).unlink()
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().pull(source_repo=bundle.repo, commit=commit)
     assert caught.value.code == StatusCode.DOWNLOAD_FAILED
     assert str(bundle.repo) in caught.value.message
@@ -56,7 +56,7 @@ async def test_bundle_missing_objects_is_a_copy_failure(
 async def test_bundle_missing_commit(device: SimDevice, bundle: BundleRepo) -> None:
     commit = await bundle.commit("2")
     commit_path(bundle.repo, commit).unlink()
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().pull(source_repo=bundle.repo, commit=commit)
     assert caught.value.code == StatusCode.DOWNLOAD_FAILED
     assert commit in caught.value.message
@@ -64,7 +64,7 @@ async def test_bundle_missing_commit(device: SimDevice, bundle: BundleRepo) -> N
 
 async def test_not_a_bundle_repo(device: SimDevice, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().pull(source_repo=tmp_path / "empty", commit="a" * 64)
     assert caught.value.code == StatusCode.DOWNLOAD_FAILED
 
@@ -84,7 +84,7 @@ async def test_corrupted_content_object_is_not_installed(
     )
     assert good
     shutil.copyfile(replacement, victim)
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().pull(source_repo=bundle.repo, commit=commit)
     # content failing verification, as `check --deep` says of the same drive
     assert caught.value.code == StatusCode.VERIFICATION_FAILED
@@ -97,12 +97,12 @@ async def test_commit_not_matching_its_name(device: SimDevice, bundle: BundleRep
     forged = await bundle.commit("3", files={"usr/bin/backdoor": b"#!/bin/sh\n"})
     # The bundle says "this is <named>" but holds another commit under that name.
     shutil.copyfile(commit_path(bundle.repo, forged), commit_path(bundle.repo, named))
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().pull(source_repo=bundle.repo, commit=named)
     assert caught.value.code == StatusCode.VERIFICATION_FAILED
     assert named in caught.value.message
     await _assert_untouched(device, named)
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().deploy(commit=named)
     assert caught.value.code == StatusCode.DOWNLOAD_FAILED
     await _assert_untouched(device, named)
@@ -113,14 +113,14 @@ async def test_damaged_commit_already_in_sysroot(device: SimDevice, bundle: Bund
     commit = await bundle.commit("2")
     await rootfs.pull(source_repo=bundle.repo, commit=commit)
     commit_path(rootfs.repo, commit).write_bytes(b"not a commit")
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await rootfs.pull(source_repo=bundle.repo, commit=commit)
     assert caught.value.code == StatusCode.VERIFICATION_FAILED
 
 
 @pytest.mark.parametrize("name", ["A" * 64, "a" * 63, "--help", "../" + "a" * 61])
 async def test_malformed_commit_name(device: SimDevice, bundle: BundleRepo, name: str) -> None:
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().pull(source_repo=bundle.repo, commit=name)
     assert caught.value.code == StatusCode.VERIFICATION_FAILED
 
@@ -134,7 +134,7 @@ async def test_full_disk_is_refused_before_copying(tmp_path: Path, bundle: Bundl
         assert estimate.missing_bytes >= 40 * 1024 * 1024
         assert not estimate.fits
         free_before = shutil.disk_usage(small.mountpoint).free
-        with pytest.raises(OstreeError) as caught:
+        with pytest.raises(RootfsError) as caught:
             await rootfs.pull(source_repo=bundle.repo, commit=commit)
         assert caught.value.code == StatusCode.NO_SPACE
         assert "not enough space" in caught.value.message

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -97,7 +98,7 @@ async def test_local_store_copies_then_writes_uri_and_prunes(tmp_path: Path) -> 
     plan = await store.copy_in(src, [app1, app2])
     assert {b.hex for b in plan.missing} == {b.hex for a in (app1, app2) for b in a.blobs()}
     for blob in plan.missing:
-        assert store.has_blob(blob)
+        assert await asyncio.to_thread(store.has_blob, blob)
     uri = tmp_path / "local" / "apps" / "app1" / app1.hex / "uri"
     assert uri.read_text() == app1.uri
     index = next((uri.parent / "images").glob("**/index.json"))
@@ -111,7 +112,7 @@ async def test_local_store_copies_then_writes_uri_and_prunes(tmp_path: Path) -> 
     assert apps_removed == 1
     assert blobs_removed == len({b.hex for b in app1.blobs()} - {b.hex for b in app2.blobs()})
     assert not uri.parent.exists()
-    assert all(store.has_blob(b) for b in app2.blobs())
+    assert all([await asyncio.to_thread(store.has_blob, b) for b in app2.blobs()])
 
 
 async def test_local_store_refuses_when_blobs_do_not_fit(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 from securesystemslib.formats import encode_canonical
 from tuf.api.metadata import DelegatedRole, Snapshot
 
-from aklited.engine.journal import Store
+from aklited.engine.journal import Journal
 from aklited.errors import TrustError
 from aklited.trust.delegations import find_target
 from aklited.trust.metadata import delegated_filename, path_matches
@@ -478,7 +478,7 @@ def test_directory_store_keeps_delegated_roles_inside_it(tmp_path: Path) -> None
 def test_sqlite_store_keeps_delegated_roles(tmp_path: Path) -> None:
     repo, name = _odd_repo()
     files = repo.files()
-    with Store.open(tmp_path / "db" / "sql.db") as store:
+    with Journal.open(tmp_path / "db" / "sql.db") as store:
         store.tuf_save("root", 1, files["1.root.json"])
         run_ours(files, tmp_path, store=store)
         assert store.tuf_latest(delegated_key(name)) == files[delegated_file(name)]

@@ -16,7 +16,7 @@ from tuf.api.metadata import Snapshot
 from aklited.bundle.device import DeviceFacts
 from aklited.bundle.select import parse_version, select_target_sync
 from aklited.bundle.verify import verify_bundle_sync
-from aklited.engine.journal import Store
+from aklited.engine.journal import Journal
 from aklited.errors import TrustError
 from aklited.outcomes import StatusCode
 from aklited.trust.metadata import MAX_VERSION, load_json
@@ -180,7 +180,7 @@ def test_largest_version_is_accepted_and_stored(tmp_path: Path) -> None:
     repo = _repo()
     repo.timestamp.signed.version = MAX_VERSION
     files = repo.files()
-    with Store.open(tmp_path / "db" / "sql.db") as store:
+    with Journal.open(tmp_path / "db" / "sql.db") as store:
         store.tuf_save("root", 1, files["1.root.json"])
         assert run(files, tmp_path, store).timestamp.version == MAX_VERSION
         assert store.tuf_latest("timestamp") == files["timestamp.json"]
@@ -205,7 +205,7 @@ def test_foundries_versions_out_of_range_are_11(
         tmp_path / "b", ring, [target_spec(42)], mutate={role: lambda s: s.update(version=value)}
     )
     files = {p.name: p.read_bytes() for p in (bundle / "tuf").iterdir()}
-    with Store.open(tmp_path / "db" / "sql.db") as store:
+    with Journal.open(tmp_path / "db" / "sql.db") as store:
         store.tuf_save("root", 1, ring.roots[0])
         error = refused(files, tmp_path, store)
     assert error.message == f"tuf/{role}.json: {reason}"

@@ -10,7 +10,7 @@ import pytest
 from aklited.bundle.device import DeviceFacts
 from aklited.bundle.select import parse_version, select_target_sync
 from aklited.bundle.verify import VerifiedBundle, verify_bundle_sync
-from aklited.errors import BundleError
+from aklited.errors import SelectionError
 from aklited.trust.storage import OverlayTrustStore
 from tests.helpers.tuf_repo import (
     HWID,
@@ -79,7 +79,7 @@ def test_highest_integer_version_wins(tmp_path: Path) -> None:
 def test_named_target_and_unknown_name(tmp_path: Path) -> None:
     bundle = verified(tmp_path, [target_spec(40), target_spec(42)])
     assert select_target_sync(bundle, DEVICE, target_name=f"{HWID}-lmp-40").version == 40
-    with pytest.raises(BundleError) as err:
+    with pytest.raises(SelectionError) as err:
         select_target_sync(bundle, DEVICE, target_name=f"{HWID}-lmp-99")
     assert err.value.code == 20
     assert f"{HWID}-lmp-99" in err.value.message
@@ -90,14 +90,14 @@ def test_newer_target_without_content_is_skipped(tmp_path: Path) -> None:
     add_commit_object(bundle.layout.root, target_spec(40).ostree_commit)
     write_app_uris(bundle.layout.root, dict(target_spec(40).apps))
     assert select_target_sync(bundle, DEVICE).version == 40
-    with pytest.raises(BundleError) as err:
+    with pytest.raises(SelectionError) as err:
         select_target_sync(bundle, DEVICE, target_name=f"{HWID}-lmp-42")
     assert err.value.code == 8
 
 
 def test_no_content_at_all_is_8(tmp_path: Path) -> None:
     bundle = verified(tmp_path, [target_spec(42)], content=False)
-    with pytest.raises(BundleError) as err:
+    with pytest.raises(SelectionError) as err:
         select_target_sync(bundle, DEVICE)
     assert err.value.code == 8
     assert "ostree_repo/objects/" in err.value.message
@@ -105,7 +105,7 @@ def test_no_content_at_all_is_8(tmp_path: Path) -> None:
 
 def test_more_than_one_hardware_id_does_not_match(tmp_path: Path) -> None:
     spec = target_spec(42, custom={"hardwareIds": [HWID, "other"]})
-    with pytest.raises(BundleError) as err:
+    with pytest.raises(SelectionError) as err:
         select_target_sync(verified(tmp_path, [spec]), DEVICE)
     assert err.value.code == 6
 
@@ -114,7 +114,7 @@ def test_device_without_tags_accepts_any_tag(tmp_path: Path) -> None:
     untagged = DeviceFacts(hardware_id=HWID, device_type="ci")
     bundle = verified(tmp_path, [target_spec(42, tags=("devel",))], tag="devel", device=untagged)
     assert select_target_sync(bundle, untagged).version == 42
-    with pytest.raises(BundleError) as err:
+    with pytest.raises(SelectionError) as err:
         select_target_sync(bundle, DEVICE)
     assert err.value.code == 6
 
@@ -129,7 +129,7 @@ def test_app_shortlists(tmp_path: Path) -> None:
     bundle = verified(tmp_path, [spec], content=False)
     add_commit_object(bundle.layout.root, spec.ostree_commit)
     write_app_uris(bundle.layout.root, {"a": spec.apps["a"]})  # b is not in the bundle
-    with pytest.raises(BundleError) as err:
+    with pytest.raises(SelectionError) as err:
         select_target_sync(bundle, DEVICE)
     assert err.value.code == 8 and "app b" in err.value.message
     only_a = DeviceFacts(hardware_id=HWID, device_type="ci", tags=(TAG,), compose_apps=("a",))
@@ -159,7 +159,7 @@ def test_fetched_apps_shortlist(tmp_path: Path, fetched: Any, expected: set[str]
 
 def test_downgrade_needs_force(tmp_path: Path) -> None:
     bundle = verified(tmp_path, [target_spec(42)])
-    with pytest.raises(BundleError) as err:
+    with pytest.raises(SelectionError) as err:
         select_target_sync(bundle, DEVICE, current_version=50, current_name="x")
     assert err.value.code == 102
     assert "--force" in err.value.message
