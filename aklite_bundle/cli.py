@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aklite_bundle.build import BuildError, BundleOptions, TargetSpec, create_bundle
+from aklite_bundle.content import verify_target_content
 from aklite_bundle.keys import KeyKind
 from aklite_bundle.signing import (
     ROLES,
@@ -26,11 +27,10 @@ from aklite_bundle.signing import (
     expires_in,
     new_keyring_dir,
 )
-from aklited.bundle.content import verify_target_content
 from aklited.bundle.select import bundle_app_uris, target_apps
 from aklited.bundle.verify import BUNDLE_TARGETS, BundleLayout, check_bundle_targets
 from aklited.drivefs import BundleFiles
-from aklited.errors import AkliteError, TrustError
+from aklited.errors import AkliteError, MetadataMissingError
 from aklited.log import configure_logging
 from aklited.outcomes import StatusCode
 from aklited.trust.metadata import format_time, load_json
@@ -290,9 +290,8 @@ def verify_tuf_dir(tuf_dir: Path, trusted: Path, *, allow_stored: bool = False) 
         TrustError: 4, 11 (a rollback too, unless ``allow_stored``), 12, 14 or 15.
     """
     if not (trusted / "root.json").is_file():
-        raise TrustError(
-            f"{trusted}/root.json: missing; seed the trusted directory with the root you trust",
-            code=StatusCode.METADATA_NOT_FOUND,
+        raise MetadataMissingError(
+            f"{trusted}/root.json: missing; seed the trusted directory with the root you trust"
         )
     source = DirectorySource(tuf_dir, boundary=Path(os.path.realpath(tuf_dir)).parent)
     workflow = TrustWorkflow(

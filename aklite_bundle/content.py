@@ -1,30 +1,21 @@
 """Verify every byte of one target's content in a bundle, as an install would, writing nothing.
 
-Serves ``aklite-offline check --deep`` on a device and ``aklite-bundle verify --content`` on a
-workstation: the OSTree commit object by object, then every app blob, manifest and archive.
+Serves ``aklite-bundle verify --content`` on a workstation, with the checks a device's
+``aklite-offline check --deep`` makes through the engine's ports: the OSTree commit object
+by object, then every app blob, manifest and archive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aklited.engine.model import ContentReport
 from aklited.rootfs.sysroot import verify_bundle_commit
 
 if TYPE_CHECKING:
     from aklited.apps.adapter import ComposeApps
-
-
-@dataclass(frozen=True, slots=True)
-class ContentReport:
-    """What was verified: file objects hashed (0: not an archive repo, objects checked
-    only), apps and their blobs."""
-
-    objects: int
-    apps: int = 0
-    blobs: int = 0
 
 
 async def verify_target_content(

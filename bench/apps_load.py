@@ -33,7 +33,7 @@ from aklite_bundle.appstore import (
     busybox_rootfs_tar,
     data_layer_tar,
 )
-from aklited.apps import ComposeApps
+from aklited.apps.adapter import ComposeApps
 from aklited.apps.loader import write_docker_save_tar
 from aklited_sim.dockerd import Dockerd, start_dockerd
 

@@ -1,23 +1,7 @@
 """Compose Apps: verify an app store, copy it to the device, load images, run compose projects.
 
-The engine uses :class:`ComposeApps`; the other names describe what it returns.
+The engine's port is :class:`aklited.apps.port.ComposeAppsPort` over
+:class:`aklited.apps.adapter.ComposeApps`; a device without apps uses
+:class:`aklited.apps.absent.NoApps`. Nothing is imported here, so that importing a part
+(the blob checks, the app store reader) never loads the Docker client libraries.
 """
-
-from aklited.apps.adapter import DEFAULT_COMPOSE_ROOT, DEFAULT_STORE_ROOT, ComposeApps
-from aklited.apps.blobs import Blob
-from aklited.apps.compose import AppStatus, ServiceStatus
-from aklited.apps.model import App, AppImage, Service
-from aklited.apps.platforms import Platform
-
-__all__ = [
-    "DEFAULT_COMPOSE_ROOT",
-    "DEFAULT_STORE_ROOT",
-    "App",
-    "AppImage",
-    "AppStatus",
-    "Blob",
-    "ComposeApps",
-    "Platform",
-    "Service",
-    "ServiceStatus",
-]

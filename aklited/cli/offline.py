@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from aklited.config import Config, dumps_toml, effective_toml, load_config
-from aklited.errors import AkliteError, InternalError
+from aklited.errors import AkliteError, InternalError, PendingInstallError
 from aklited.log import AKLITE_LOG_LEVELS, configure_logging
 from aklited.outcomes import StatusCode
 
 if TYPE_CHECKING:
-    from aklited.engine.engine import Outcome
+    from aklited.engine.model import Outcome
 
 PROG = "aklite-offline"
 
@@ -137,12 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What the user does next, after the engine's own words: this front end's wording.
+NEXT_STEP = {
+    StatusCode.NEEDS_REBOOT: "reboot, then run 'aklite-offline run'",
+    StatusCode.NEEDS_DOCKER_RESTART: "restart dockerd, then run 'aklite-offline run'",
+}
+
+
 def print_error(err: AkliteError) -> None:
     """The one line a failure prints on stderr."""
+    message = err.message
+    if isinstance(err, PendingInstallError):
+        message += ": reboot and run 'aklite-offline run' first"
     suffix = (
         "" if err.code == StatusCode.UNKNOWN_ERROR else f" [{int(err.code)}: {err.code.meaning}]"
     )
-    print(f"{PROG}: error: {err.message}{suffix}", file=sys.stderr)
+    print(f"{PROG}: error: {message}{suffix}", file=sys.stderr)
 
 
 async def _cmd_config(config: Config, _args: argparse.Namespace) -> int:
@@ -159,7 +169,9 @@ async def _cmd_check(config: Config, args: argparse.Namespace) -> int:
 def _report(outcome: Outcome) -> int:
     stream = sys.stdout if outcome.code.is_success else sys.stderr
     prefix = "" if outcome.code.is_success else f"{PROG}: "
-    print(f"{prefix}{outcome.message} [{int(outcome.code)}]", file=stream)
+    step = NEXT_STEP.get(outcome.code)
+    message = f"{outcome.message}: {step}" if step else outcome.message
+    print(f"{prefix}{message} [{int(outcome.code)}]", file=stream)
     return int(outcome.code)
 
 
@@ -186,8 +198,8 @@ async def _cmd_current(config: Config, _args: argparse.Namespace) -> int:
         info = await engine.current()
     print(f"Target: {info.name}")
     print(f"Version: {info.version}")
-    print(f"Ostree hash: {info.ostree_hash or 'unknown'}")
-    if info.booted_commit and info.booted_commit != info.ostree_hash:
+    print(f"Ostree hash: {info.ostree_commit or 'unknown'}")
+    if info.booted_commit and info.booted_commit != info.ostree_commit:
         print(f"Booted commit: {info.booted_commit}")
     print("Apps:" + ("" if info.apps else " none"))
     for name, uri in sorted(info.apps.items()):

@@ -1,6 +1,6 @@
-"""The update engine: ``install``, ``run`` (finalize after boot) and ``current``.
+"""The update engine: ``check``, ``install``, ``run`` (finalize after boot) and ``current``.
 
-Every step is a journal transition written before its side effect (``Store.record``), so a
+Every step is a journal transition written before its side effect (``Journal.record``), so a
 process killed at any point leaves a journal that names the step under way. Each call first
 settles whatever an earlier, interrupted call left behind:
 
@@ -11,98 +11,188 @@ settles whatever an earlier, interrupted call left behind:
   the install waits for the reboot as if nothing had happened (and ``install`` reports 100);
 * interrupted while finalizing or rolling back: ``run`` picks the step up again.
 
-The engine talks to OSTree, apps, systemd and the trust workflow only through the protocols
-in :mod:`aklited.engine.ports`.
+Any failure, cancellation included, is journalled, ends the install and starts
+aktualizr-lite again when the install had stopped it. The engine talks to OSTree, apps,
+systemd, the trust workflow and the host only through the protocols in
+:mod:`aklited.engine.ports`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import structlog
 
-from aklited.engine.journal import InstallRecord, Store
-from aklited.engine.phases import (
-    AKLITE_UNIT,
-    AKLITED_WAS_RUNNING_KEY,
-    IN_FLIGHT,
-    INITIAL_TARGET,
-    PENDING,
-    CurrentInfo,
-    EngineSettings,
+from aklited.engine.journal import InstallRecord, Journal
+from aklited.engine.model import (
+    CheckResult,
+    ContentReport,
+    GuardTarget,
+    InstalledTarget,
     Outcome,
-    Phase,
-    crash_hook,
+    Selection,
+    Target,
 )
+from aklited.engine.phases import IN_FLIGHT, PENDING, Phase
 from aklited.engine.ports import (
     AppsPort,
-    CurrentTarget,
+    CurrentTargetPort,
     EngineObserver,
+    LockPort,
     NullObserver,
+    RebootPort,
     RootfsPort,
-    ServiceManager,
-    TargetSpec,
+    ServicesPort,
     TrustPort,
 )
-from aklited.errors import AkliteError, AppsError, InternalError
-from aklited.host.current_target import write_current_target
-from aklited.host.lock import UpdateLock
+from aklited.errors import (
+    AkliteError,
+    AppsError,
+    BusyError,
+    CancelledInstallError,
+    InternalError,
+    PendingInstallError,
+)
 from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-__all__ = [
-    "AKLITE_UNIT",
-    "INITIAL_TARGET",
-    "CurrentInfo",
-    "Engine",
-    "EngineSettings",
-    "Outcome",
-    "Phase",
-]
+AKLITE_UNIT = "aktualizr-lite.service"
+AKLITE_WAS_RUNNING_KEY = "aktualizr-lite-was-running"
+# The journal's name for the factory image, recorded before the first offline update.
+INITIAL_TARGET = "initial-target"
+
+# Called right after each journal write, before the step it announces acts. Tests pass one
+# that stops the engine there, to prove recovery from a crash at every phase.
+Checkpoint = Callable[[Phase], None]
 
 
-def _expected(error: Exception) -> AkliteError:
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    aklite_unit: str = AKLITE_UNIT
+
+
+def _expected(error: BaseException) -> AkliteError:
     """Every failure as an AkliteError: a foreign one is logged with its traceback (debug)."""
+    if isinstance(error, asyncio.CancelledError):
+        return CancelledInstallError("cancelled (aklited is stopping); nothing was deployed")
     wrapped = InternalError.wrap(error)
     if wrapped is not error:
         log.debug("unexpected failure", exc_info=error)
     return wrapped
 
 
-def _reraise(err: AkliteError, original: Exception) -> NoReturn:
-    if err is original:
-        raise err
+def _reraise(err: AkliteError, original: BaseException) -> NoReturn:
+    # Cancellation stays cancellation for the caller (asyncio relies on it).
+    if err is original or isinstance(original, asyncio.CancelledError):
+        raise original
     raise err from original
 
 
+def _target(record: InstallRecord) -> Target:
+    tag = record.custom.get("aklited-tag")
+    return Target(
+        name=record.target_name,
+        version=record.version,
+        ostree_commit=record.ostree_commit,
+        apps=dict(record.apps),
+        custom=dict(record.custom),
+        tag=tag if isinstance(tag, str) else None,
+    )
+
+
+def _guard(record: InstallRecord | None) -> GuardTarget | None:
+    """The running target the downgrade guard protects; the factory image has no version."""
+    if record is None or record.target_name == INITIAL_TARGET:
+        return None
+    return GuardTarget(name=record.target_name, version=record.version)
+
+
+class _Progress:
+    """One overall percentage over the steps that copy, weighted by their bytes."""
+
+    def __init__(self, observer: EngineObserver, *, apps_bytes: int) -> None:
+        self._observer = observer
+        self._apps_total = apps_bytes
+        self._rootfs = (0, 0)
+        self._apps_done = 0
+        self._last = -1
+
+    def rootfs(self, done: int, total: int, message: str) -> None:
+        self._rootfs = (done, total)
+        self._report(message)
+
+    def apps(self, done: int, _total: int, message: str) -> None:
+        self._apps_done = done
+        self._report(message)
+
+    def _report(self, message: str) -> None:
+        done = self._rootfs[0] + self._apps_done
+        total = self._rootfs[1] + self._apps_total
+        percent = min(100, done * 100 // total) if total > 0 else 0
+        if percent == self._last:
+            return
+        self._last = percent
+        try:
+            self._observer.on_progress(percent, message)
+        except Exception:  # a broken display must not break the update
+            log.exception("progress observer failed")
+
+
 class Engine:
-    """Drives offline updates. One call at a time per device (the update lock ensures it)."""
+    """Drives offline updates: one call at a time per device (busy, then the update lock)."""
 
     def __init__(
         self,
         *,
-        store: Store,
+        journal: Journal,
         trust: TrustPort,
         rootfs: RootfsPort,
         apps: AppsPort,
-        services: ServiceManager,
-        settings: EngineSettings,
+        services: ServicesPort,
+        reboot: RebootPort,
+        lock: LockPort,
+        current_file: CurrentTargetPort,
+        settings: EngineSettings | None = None,
         observer: EngineObserver | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
-        self._store = store
+        self._journal = journal
         self._trust = trust
         self._rootfs = rootfs
         self._apps = apps
         self._services = services
-        self._settings = settings
+        self._reboot = reboot
+        self._lock = lock
+        self._current_file = current_file
+        self._settings = settings or EngineSettings()
         self._observer: EngineObserver = observer or NullObserver()
+        self._checkpoint = checkpoint
+        self._busy = False
+        # Failures already journalled by the step they broke (not journalled twice).
+        self._journalled: list[BaseException] = []
+
+    # ---- one call at a time -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        # Checked before the flock: in this process the flock would blame another tool.
+        if self._busy:
+            raise BusyError("an update is already running")
+        self._busy = True
+        try:
+            async with self._lock.hold():
+                yield
+        finally:
+            self._busy = False
 
     # ---- journal helpers --------------------------------------------------------------------
 
@@ -110,11 +200,18 @@ class Engine:
         # SQLite commits with synchronous=FULL fsync: keep them off the loop.
         return await asyncio.to_thread(fn, *args, **kwargs)
 
+    def _announce(self, phase: Phase, detail: Mapping[str, Any]) -> None:
+        try:
+            self._observer.on_phase(phase, detail)
+        except Exception:  # a broken display must not break the update
+            log.exception("phase observer failed")
+        if self._checkpoint is not None:
+            self._checkpoint(phase)
+
     async def _record(self, install_id: int | None, phase: Phase, **detail: Any) -> None:
-        await self._db(self._store.record, install_id, str(phase), **detail)
+        await self._db(self._journal.record, install_id, str(phase), **detail)
         log.info("transition", state=str(phase), install=install_id, **detail)
-        self._observer.on_state(str(phase), detail)
-        crash_hook(phase)
+        self._announce(phase, detail)
 
     async def _finish(
         self,
@@ -126,7 +223,7 @@ class Engine:
         make_current: bool = False,
     ) -> None:
         await self._db(
-            self._store.finish_install,
+            self._journal.finish_install,
             install.id,
             state=str(phase),
             result_code=int(code),
@@ -134,29 +231,39 @@ class Engine:
             make_current=make_current,
         )
         log.info("transition", state=str(phase), install=install.id, code=int(code))
-        self._observer.on_state(str(phase), {"code": int(code), "message": message})
-        crash_hook(phase)
+        self._announce(phase, {"code": int(code), "message": message})
 
     async def _step(
-        self, install: InstallRecord, phase: Phase, action: Awaitable[T], **detail: Any
+        self,
+        install: InstallRecord,
+        phase: Phase,
+        action: Callable[[], Awaitable[T]],
+        **detail: Any,
     ) -> T:
         """Record ``phase``, then act; a failure is journalled as an event of its own."""
         await self._record(install.id, phase, **detail)
         try:
-            return await action
-        except Exception as e:
-            err = _expected(e)
-            await self._db(
-                self._store.record_failure,
-                install.id,
-                str(phase),
-                code=int(err.code),
-                error=str(err),
-            )
-            _reraise(err, e)
+            return await action()
+        except (Exception, asyncio.CancelledError) as e:
+            _reraise(await self._journal_failure(install.id, phase, e), e)
+
+    async def _journal_failure(
+        self, install_id: int | None, phase: Phase | None, error: BaseException
+    ) -> AkliteError:
+        """Append ``<phase>-failed`` with the outcome the failure carries; return that."""
+        err = _expected(error)
+        self._journalled.extend((error, err))
+        await self._db(
+            self._journal.record_failure,
+            install_id,
+            str(phase) if phase is not None else "unknown",
+            code=int(err.code),
+            error=str(err),
+        )
+        return err
 
     async def _latest(self) -> InstallRecord | None:
-        return await self._db(self._store.latest_install)
+        return await self._db(self._journal.latest_install)
 
     # ---- aktualizr-lite ---------------------------------------------------------------------
 
@@ -166,66 +273,125 @@ class Engine:
         if not state.running:
             return
         # Remember first: if we die right after stopping it, the next run restarts it.
-        await self._db(self._store.set_setting, AKLITED_WAS_RUNNING_KEY, "1")
-        await self._step(install, Phase.STOPPING_AKLITE, self._services.stop_unit(unit), unit=unit)
+        await self._db(self._journal.set_setting, AKLITE_WAS_RUNNING_KEY, "1")
+        await self._step(
+            install, Phase.STOPPING_AKLITE, lambda: self._services.stop_unit(unit), unit=unit
+        )
+
+    async def _restart_aklite_unless_pending(self) -> None:
+        """aktualizr-lite stays stopped only while an update of ours waits (DESIGN 8)."""
+        latest = await self._latest()
+        if latest is None or latest.state not in PENDING:
+            await self._restart_aklite_if_it_ran()
 
     async def _restart_aklite_if_it_ran(self) -> None:
-        if await self._db(self._store.get_setting, AKLITED_WAS_RUNNING_KEY) != "1":
+        if await self._db(self._journal.get_setting, AKLITE_WAS_RUNNING_KEY) != "1":
             return
         unit = self._settings.aklite_unit
         await self._services.start_unit(unit)
-        await self._db(self._store.set_setting, AKLITED_WAS_RUNNING_KEY, None)
+        await self._db(self._journal.set_setting, AKLITE_WAS_RUNNING_KEY, None)
         log.info("service started again", unit=unit)
 
     # ---- what the device runs ---------------------------------------------------------------
 
     async def _current_record(self, *, create: bool) -> InstallRecord | None:
         """The current install; on first use, one made from the booted deployment."""
-        current = await self._db(self._store.current_install)
+        current = await self._db(self._journal.current_install)
         if current is not None or not create:
             return current
         booted = await self._rootfs.booted_commit()
         if booted is None:
             return None
         initial = await self._db(
-            self._store.begin_install,
+            self._journal.begin_install,
             target_name=INITIAL_TARGET,
             version=0,
-            ostree_hash=booted,
+            ostree_commit=booted,
             apps={},
             state=str(Phase.INITIAL),
         )
         await self._db(
-            self._store.finish_install,
+            self._journal.finish_install,
             initial.id,
             state=str(Phase.CURRENT),
             result_code=0,
             result_message="the target the device booted before its first offline update",
             make_current=True,
         )
-        return await self._db(self._store.current_install)
+        return await self._db(self._journal.current_install)
 
-    async def current(self) -> CurrentInfo:
-        record = await self._db(self._store.current_install)
+    async def current(self) -> InstalledTarget:
+        """The target the device runs, its apps' states and the booted commit."""
+        record = await self._db(self._journal.current_install)
         booted = await self._rootfs.booted_commit()
         if record is None:
-            return CurrentInfo(
+            return InstalledTarget(
                 name=INITIAL_TARGET if booted else "unknown",
                 version=0,
-                ostree_hash=booted or "",
+                ostree_commit=booted or "",
                 apps={},
                 app_states={},
                 booted_commit=booted,
+                initial=True,
             )
         states = await self._apps.states(record.apps) if record.apps else {}
-        return CurrentInfo(
+        return InstalledTarget(
             name=record.target_name,
             version=record.version,
-            ostree_hash=record.ostree_hash,
+            ostree_commit=record.ostree_commit,
             apps=dict(record.apps),
             app_states=states,
             booted_commit=booted,
+            initial=record.target_name == INITIAL_TARGET,
         )
+
+    # ---- check ------------------------------------------------------------------------------
+
+    async def check(self, src_dir: Path, *, deep: bool = False) -> CheckResult:
+        """Verify the bundle and tell what an install would do; change nothing.
+
+        ``deep`` also verifies every byte an install would: the OSTree commit object by
+        object and every app blob, manifest and archive.
+
+        Raises:
+            AkliteError: 4, 6, 8, 11, 12, 14, 15, 20, 102; with ``deep`` also 50 and 70.
+        """
+        record = await self._db(self._journal.current_install)
+        selection = await self._trust.select(
+            src_dir, target_name=None, force=False, guard=_guard(record), persist=False
+        )
+        target = selection.target
+        content = await self._verify_content(src_dir, target) if deep else None
+        current = None
+        if record is not None:
+            current = InstalledTarget(
+                name=record.target_name,
+                version=record.version,
+                ostree_commit=record.ostree_commit,
+                apps=dict(record.apps),
+                app_states={},
+                booted_commit=None,
+                initial=record.target_name == INITIAL_TARGET,
+            )
+        same = current is not None and current.name == target.name
+        return CheckResult(
+            code=StatusCode.OK if same else StatusCode.UPDATE_AVAILABLE,
+            target=target,
+            current=current,
+            stored_metadata_used=selection.stored_metadata_used,
+            content=content,
+        )
+
+    async def _verify_content(self, src_dir: Path, target: Target) -> ContentReport:
+        objects = await self._rootfs.verify_content(
+            source_repo=src_dir / "ostree_repo", commit=target.ostree_commit
+        )
+        apps, blobs = (
+            await self._apps.verify_content(src_dir / "apps", target.apps)
+            if target.apps
+            else (0, 0)
+        )
+        return ContentReport(objects=objects, apps=apps, blobs=blobs)
 
     # ---- recovery ---------------------------------------------------------------------------
 
@@ -235,15 +401,14 @@ class Engine:
         if latest is None or latest.state not in IN_FLIGHT:
             return latest if latest is not None and latest.state in PENDING else None
         if latest.state == Phase.DEPLOYING and (
-            await self._rootfs.pending_commit() == latest.ostree_hash
+            await self._rootfs.pending_commit() == latest.ostree_commit
         ):
             log.warning(
                 "resuming an install interrupted after its deployment", target=latest.target_name
             )
-            self._settings.reboot_sentinel.parent.mkdir(parents=True, exist_ok=True)
-            self._settings.reboot_sentinel.touch()
+            await self._reboot.mark_needed()
             await self._record(latest.id, Phase.AWAITING_REBOOT, resumed=True)
-            return await self._db(self._store.get_install, latest.id)
+            return await self._db(self._journal.get_install, latest.id)
         log.warning(
             "abandoning an interrupted install", target=latest.target_name, state=latest.state
         )
@@ -262,16 +427,18 @@ class Engine:
     ) -> Outcome:
         """Verify the bundle at ``src_dir`` and install its target.
 
-        Returns 100 (reboot, then run), 101 (restart dockerd, then run) or 0 (already
-        installed). Raises AkliteError for every failure (30 when another install is pending).
+        Returns 100 (deployed: reboot, then run), 101 (apps staged: restart dockerd, then
+        run) or 0 (already installed). Raises AkliteError for every failure: 30 when an
+        update is already running here or another install is pending.
         """
         started = time.monotonic()
-        with UpdateLock(self._settings.lock_path):
-            before = await self._current_record(create=True)
+        async with self._exclusive():
+            before: InstallRecord | None = None
             try:
+                before = await self._current_record(create=True)
                 src = await asyncio.to_thread(src_dir.resolve)
                 outcome = await self._install_locked(src, target_name, force=force)
-            except Exception as e:
+            except (Exception, asyncio.CancelledError) as e:
                 err = _expected(e)
                 self._summary("install", before, Outcome(err.code, str(err)), started)
                 _reraise(err, e)
@@ -285,26 +452,33 @@ class Engine:
         if pending is not None:
             return self._pending_outcome(pending, src_dir, target_name)
         try:
-            return await self._install_new(src_dir, target_name, force=force)
-        except Exception:
+            outcome = await self._install_new(src_dir, target_name, force=force)
+        except (Exception, asyncio.CancelledError):
             # Nothing of ours is pending: aktualizr-lite must not stay stopped (an install
             # abandoned above, or this one, may have stopped it).
             await self._restart_aklite_if_it_ran()
             raise
+        if outcome.code == StatusCode.OK:  # already installed: nothing waits for a reboot
+            await self._restart_aklite_if_it_ran()
+        return outcome
 
     async def _install_new(self, src_dir: Path, target_name: str | None, *, force: bool) -> Outcome:
         current = await self._current_record(create=True)
         await self._record(None, Phase.VERIFYING, src_dir=str(src_dir))
-        target = await self._trust.select(
-            src_dir,
-            target_name=target_name or None,
-            force=force,
-            current=None
-            if current is None
-            else CurrentTarget(current.target_name, current.version, current.ostree_hash),
-        )
+        try:
+            selection: Selection = await self._trust.select(
+                src_dir,
+                target_name=target_name or None,
+                force=force,
+                guard=_guard(current),
+                persist=True,
+            )
+        except (Exception, asyncio.CancelledError) as e:
+            await self._journal_failure(None, Phase.VERIFYING, e)
+            raise
+        target = selection.target
         booted = await self._rootfs.booted_commit()
-        rootfs_changes = target.ostree_hash != booted
+        rootfs_changes = target.ostree_commit != booted
         if (
             not rootfs_changes
             and current is not None
@@ -312,73 +486,112 @@ class Engine:
             and await self._apps.in_place(target.apps)
         ):
             message = f"{target.name} is already installed"
-            if target.note:
-                message += f"; {target.note}"
+            if selection.stored_metadata_used:
+                message += f"; {selection.stored_metadata_used}"
             return Outcome(StatusCode.OK, message, target.name)
 
         install = await self._db(
-            self._store.begin_install,
+            self._journal.begin_install,
             target_name=target.name,
             version=target.version,
-            ostree_hash=target.ostree_hash,
+            ostree_commit=target.ostree_commit,
             apps=dict(target.apps),
             custom={**target.custom, "aklited-tag": target.tag},
             src_dir=str(src_dir),
             previous_id=current.id if current is not None else None,
             state=str(Phase.STARTED),
         )
-        self._observer.on_state(str(Phase.STARTED), {"target": target.name})
-        crash_hook(Phase.STARTED)
+        self._announce(Phase.STARTED, {"target": target.name})
         try:
             return await self._install_steps(
                 install, target, src_dir, rootfs_changes=rootfs_changes
             )
-        except Exception as e:
+        except (Exception, asyncio.CancelledError) as e:
+            if rootfs_changes and await self._deployed_anyway(install, target, e):
+                return Outcome(StatusCode.NEEDS_REBOOT, f"{target.name} is deployed", target.name)
+            if not any(e is done for done in self._journalled):
+                latest = await self._db(self._journal.get_install, install.id)
+                await self._journal_failure(install.id, Phase(latest.state) if latest else None, e)
             err = _expected(e)
             await self._finish(install, Phase.FAILED, err.code, str(err))
             _reraise(err, e)
+        finally:
+            self._journalled.clear()
+
+    async def _deployed_anyway(
+        self, install: InstallRecord, target: Target, error: BaseException
+    ) -> bool:
+        """True when the deployment took effect although its step failed after it.
+
+        The next boot runs the new rootfs whatever the step said, so the install waits for
+        that reboot, as when a process killed after the deployment is resumed.
+        """
+        latest = await self._db(self._journal.get_install, install.id)
+        if latest is None or latest.state != Phase.DEPLOYING:
+            return False
+        try:
+            if await self._rootfs.pending_commit() != target.ostree_commit:
+                return False
+        except Exception as e:
+            log.warning("cannot tell whether the deployment took effect", error=str(_expected(e)))
+            return False
+        try:
+            await self._reboot.mark_needed()
+        except Exception as e:
+            # Still better than a failed install whose rootfs boots next: after the reboot,
+            # run finalizes it; only a run before the reboot would misjudge it.
+            log.warning("cannot mark the reboot as needed", error=str(_expected(e)))
+        log.warning(
+            "the deployment took effect although its step failed",
+            target=target.name,
+            error=str(_expected(error)),
+        )
+        await self._record(install.id, Phase.AWAITING_REBOOT, resumed=True)
+        return True
 
     async def _install_steps(
-        self, install: InstallRecord, target: TargetSpec, src_dir: Path, *, rootfs_changes: bool
+        self, install: InstallRecord, target: Target, src_dir: Path, *, rootfs_changes: bool
     ) -> Outcome:
         await self._stop_aklite(install)
+        apps_bytes = (
+            await self._apps.stage_size(src_dir / "apps", target.apps) if target.apps else 0
+        )
+        progress = _Progress(self._observer, apps_bytes=apps_bytes)
         if rootfs_changes:
             await self._step(
                 install,
                 Phase.PULLING,
-                self._rootfs.pull(src_dir / "ostree_repo", target.ostree_hash),
-                commit=target.ostree_hash,
+                lambda: self._rootfs.pull(
+                    source_repo=src_dir / "ostree_repo",
+                    commit=target.ostree_commit,
+                    on_progress=progress.rootfs,
+                ),
+                commit=target.ostree_commit,
             )
         if target.apps:
             await self._step(
                 install,
                 Phase.STAGING_APPS,
-                self._apps.stage(src_dir / "apps", target.apps),
+                lambda: self._apps.stage(src_dir / "apps", target.apps, progress=progress.apps),
                 apps=sorted(target.apps),
             )
         if not rootfs_changes:
             await self._record(install.id, Phase.AWAITING_DOCKER_RESTART)
             return Outcome(
-                StatusCode.NEEDS_DOCKER_RESTART,
-                f"apps of {target.name} are staged: restart dockerd, then run 'aklite-offline run'",
-                target.name,
+                StatusCode.NEEDS_DOCKER_RESTART, f"apps of {target.name} are staged", target.name
             )
         await self._step(
-            install, Phase.DEPLOYING, self._deploy(target.ostree_hash), commit=target.ostree_hash
+            install,
+            Phase.DEPLOYING,
+            lambda: self._deploy(target.ostree_commit),
+            commit=target.ostree_commit,
         )
         await self._record(install.id, Phase.AWAITING_REBOOT)
-        return Outcome(
-            StatusCode.NEEDS_REBOOT,
-            f"{target.name} is deployed: reboot, then run 'aklite-offline run'",
-            target.name,
-        )
+        return Outcome(StatusCode.NEEDS_REBOOT, f"{target.name} is deployed", target.name)
 
     async def _deploy(self, commit: str) -> None:
-        await self._rootfs.deploy(commit)
-        # The sentinel lives on a tmpfs: its absence after the deployment means a reboot.
-        sentinel = self._settings.reboot_sentinel
-        await asyncio.to_thread(sentinel.parent.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(sentinel.touch)
+        await self._rootfs.deploy(commit=commit)
+        await self._reboot.mark_needed()
 
     def _pending_outcome(
         self, pending: InstallRecord, src_dir: Path, target_name: str | None
@@ -391,20 +604,18 @@ class Engine:
         if same_bundle and pending.state == Phase.AWAITING_REBOOT:
             return Outcome(
                 StatusCode.NEEDS_REBOOT,
-                f"{pending.target_name} is already deployed: reboot, then run 'aklite-offline run'",
+                f"{pending.target_name} is already deployed",
                 pending.target_name,
             )
         if same_bundle and pending.state == Phase.AWAITING_DOCKER_RESTART:
             return Outcome(
                 StatusCode.NEEDS_DOCKER_RESTART,
-                f"apps of {pending.target_name} are staged: restart dockerd, then run "
-                "'aklite-offline run'",
+                f"apps of {pending.target_name} are staged",
                 pending.target_name,
             )
-        raise AkliteError(
-            f"the install of {pending.target_name} is pending ({pending.state}): "
-            "reboot and run 'aklite-offline run' first",
-            code=StatusCode.INSTALLATION_IN_PROGRESS,
+        raise PendingInstallError(
+            f"the install of {pending.target_name} is pending ({pending.state})",
+            target=pending.target_name,
         )
 
     # ---- run (finalize) ---------------------------------------------------------------------
@@ -412,11 +623,17 @@ class Engine:
     async def run(self) -> Outcome:
         """Finalize the pending install after the reboot or the dockerd restart."""
         started = time.monotonic()
-        with UpdateLock(self._settings.lock_path):
-            before = await self._db(self._store.current_install)
+        async with self._exclusive():
+            before: InstallRecord | None = None
             try:
-                outcome = await self._run_locked()
-            except Exception as e:
+                before = await self._db(self._journal.current_install)
+                try:
+                    outcome = await self._run_locked()
+                except (Exception, asyncio.CancelledError):
+                    await self._restart_aklite_unless_pending()
+                    raise
+                await self._restart_aklite_unless_pending()
+            except (Exception, asyncio.CancelledError) as e:
                 err = _expected(e)
                 self._summary("run", before, Outcome(err.code, str(err)), started)
                 _reraise(err, e)
@@ -428,25 +645,36 @@ class Engine:
         if pending is None:
             # A run killed between journalling the result and its last steps left these
             # undone; both are idempotent.
-            current = await self._db(self._store.current_install)
+            current = await self._db(self._journal.current_install)
             if current is not None and current.target_name != INITIAL_TARGET:
-                await self._write_current_target(current)
-            await self._restart_aklite_if_it_ran()
+                await self._current_file.write(_target(current))
             return Outcome(StatusCode.NO_PENDING_INSTALLATION, "no install is pending")
-        if pending.state in (Phase.AWAITING_REBOOT, Phase.AWAITING_ROLLBACK_REBOOT) and (
-            self._settings.reboot_sentinel.exists()
+        if (
+            pending.state
+            in (
+                Phase.AWAITING_REBOOT,
+                Phase.AWAITING_ROLLBACK_REBOOT,
+            )
+            and await self._reboot.needed()
         ):
             return Outcome(
                 StatusCode.NEEDS_REBOOT,
-                f"{pending.target_name} waits for a reboot: reboot, then run 'aklite-offline run'",
+                f"{pending.target_name} waits for a reboot",
                 pending.target_name,
             )
+        return await self._finalize(pending)
+
+    async def _finalize(self, pending: InstallRecord) -> Outcome:
         previous = (
-            await self._db(self._store.get_install, pending.previous_id)
+            await self._db(self._journal.get_install, pending.previous_id)
             if pending.previous_id is not None
             else None
         )
+        # An apps-only install keeps the rootfs of the target it replaces.
+        apps_only = previous is not None and previous.ostree_commit == pending.ostree_commit
         match pending.state:
+            case Phase.FINALIZING if apps_only:
+                return await self._finalize_apps_only(pending, previous)
             case Phase.AWAITING_REBOOT | Phase.FINALIZING:
                 return await self._finalize_rootfs(pending, previous)
             case Phase.AWAITING_DOCKER_RESTART:
@@ -460,34 +688,41 @@ class Engine:
         self, pending: InstallRecord, previous: InstallRecord | None
     ) -> Outcome:
         booted = await self._rootfs.booted_commit()
-        if booted != pending.ostree_hash:
+        if booted != pending.ostree_commit:
             return await self._bootloader_rolled_back(pending, previous, booted)
         try:
-            await self._step(pending, Phase.FINALIZING, self._apps.start(pending.apps))
+            await self._step(pending, Phase.FINALIZING, lambda: self._apps.start(pending.apps))
         except AppsError as e:
             return await self._roll_back(pending, previous, reason=str(e))
-        return await self._complete(pending, previous)
+        return await self._complete(pending)
 
     async def _finalize_apps_only(
         self, pending: InstallRecord, previous: InstallRecord | None
     ) -> Outcome:
         try:
-            await self._step(pending, Phase.FINALIZING, self._apps.start(pending.apps))
+            await self._step(pending, Phase.FINALIZING, lambda: self._apps.start(pending.apps))
         except AppsError as e:
             # The rootfs did not change: going back means running the previous apps again.
             if previous is None:
                 await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_FAILED, str(e))
                 return Outcome(StatusCode.ROLLBACK_FAILED, f"{e}; no previous target to go back to")
             return await self._restore_previous_apps(pending, previous, reason=str(e))
-        return await self._complete(pending, previous)
+        return await self._complete(pending)
 
-    async def _complete(self, pending: InstallRecord, previous: InstallRecord | None) -> Outcome:
+    async def _prune(self) -> None:
+        # Old deployments left behind cost space, not correctness: the update stands.
+        try:
+            await self._rootfs.prune()
+        except Exception as e:
+            log.warning("pruning old deployments failed", error=str(_expected(e)))
+
+    async def _complete(self, pending: InstallRecord) -> Outcome:
         await self._apps.retire(pending.apps)
-        await self._rootfs.prune()
+        await self._prune()
         await self._finish(
             pending, Phase.CURRENT, StatusCode.OK, "update finalized", make_current=True
         )
-        await self._write_current_target(pending)
+        await self._current_file.write(_target(pending))
         await self._restart_aklite_if_it_ran()
         return Outcome(StatusCode.OK, f"{pending.target_name} is now current", pending.target_name)
 
@@ -496,10 +731,10 @@ class Engine:
     ) -> Outcome:
         message = (
             f"the bootloader booted {booted or 'an unknown deployment'} instead of "
-            f"{pending.target_name} ({pending.ostree_hash[:12]})"
+            f"{pending.target_name} ({pending.ostree_commit[:12]})"
         )
         log.error("bootloader rolled back", target=pending.target_name, booted=booted)
-        if previous is None or previous.ostree_hash != booted:
+        if previous is None or previous.ostree_commit != booted:
             await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_FAILED, message)
             return Outcome(StatusCode.ROLLBACK_FAILED, message + "; the running target is unknown")
         return await self._restore_previous_apps(pending, previous, reason=message)
@@ -508,13 +743,18 @@ class Engine:
         self, pending: InstallRecord, previous: InstallRecord, *, reason: str
     ) -> Outcome:
         try:
-            await self._step(pending, Phase.FINALIZING_ROLLBACK, self._apps.start(previous.apps))
+            await self._step(
+                pending, Phase.FINALIZING_ROLLBACK, lambda: self._apps.start(previous.apps)
+            )
         except AppsError as e:
             await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_FAILED, f"{reason}; {e}")
             return Outcome(StatusCode.ROLLBACK_FAILED, f"{reason}; previous apps failed too: {e}")
-        await self._apps.retire(previous.apps)
+        factory_image = previous.target_name == INITIAL_TARGET
+        if not factory_image:  # what the factory image runs is not the journal's to prune
+            await self._apps.retire(previous.apps)
         await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_OK, reason)
-        await self._write_current_target(previous)
+        if not factory_image:
+            await self._current_file.write(_target(previous))
         await self._restart_aklite_if_it_ran()
         return Outcome(
             StatusCode.ROLLBACK_OK,
@@ -526,26 +766,25 @@ class Engine:
         self, pending: InstallRecord, previous: InstallRecord | None, *, reason: str
     ) -> Outcome:
         """The new rootfs booted but its apps failed: deploy the previous target again."""
-        possible = previous is not None and await self._rootfs.has_commit(previous.ostree_hash)
+        possible = previous is not None and await self._rootfs.has_commit(previous.ostree_commit)
         if previous is None or not possible:
             message = f"{reason}; no previous target to roll back to"
             await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_FAILED, message)
             return Outcome(StatusCode.ROLLBACK_FAILED, message)
-        if await self._rootfs.pending_commit() != previous.ostree_hash:
+        if await self._rootfs.pending_commit() != previous.ostree_commit:
             await self._step(
                 pending,
                 Phase.ROLLING_BACK,
-                self._deploy(previous.ostree_hash),
+                lambda: self._deploy(previous.ostree_commit),
                 to=previous.target_name,
                 reason=reason,
             )
         else:
-            self._settings.reboot_sentinel.touch()
+            await self._reboot.mark_needed()
         await self._record(pending.id, Phase.AWAITING_ROLLBACK_REBOOT, to=previous.target_name)
         return Outcome(
             StatusCode.NEEDS_REBOOT,
-            f"{reason}; {previous.target_name} was deployed again: reboot, then run "
-            "'aklite-offline run'",
+            f"{reason}; {previous.target_name} was deployed again",
             previous.target_name,
         )
 
@@ -553,7 +792,7 @@ class Engine:
         self, pending: InstallRecord, previous: InstallRecord | None
     ) -> Outcome:
         booted = await self._rootfs.booted_commit()
-        if previous is None or booted != previous.ostree_hash:
+        if previous is None or booted != previous.ostree_commit:
             message = f"after the rollback the device booted {booted or 'an unknown deployment'}"
             await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_FAILED, message)
             return Outcome(StatusCode.ROLLBACK_FAILED, message)
@@ -561,20 +800,9 @@ class Engine:
             pending, previous, reason=f"{pending.target_name} was rolled back"
         )
         if outcome.code == StatusCode.ROLLBACK_OK:
-            await self._rootfs.prune()
+            await self._prune()
             return Outcome(StatusCode.OK, outcome.message, outcome.target)
         return outcome
-
-    async def _write_current_target(self, record: InstallRecord) -> None:
-        tag = record.custom.get("aklited-tag")
-        await asyncio.to_thread(
-            write_current_target,
-            self._settings.current_target_path,
-            name=record.target_name,
-            version=record.version,
-            custom=record.custom,
-            tag=tag if isinstance(tag, str) else None,
-        )
 
     def _summary(
         self, command: str, before: InstallRecord | None, outcome: Outcome, started: float

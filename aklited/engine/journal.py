@@ -5,15 +5,15 @@ replaces, result), an append-only ``events`` table with every state transition, 
 trusted TUF metadata per role and version.
 
 Invariant: a transition is committed *before* the side effect it announces. The easy way
-to honour it is :meth:`Store.step`::
+to honour it is :meth:`Journal.step`::
 
-    with store.step(install.id, "pulling", commit=sha):   # durable before the body runs
+    with journal.step(install.id, "pulling", commit=sha):   # durable before the body runs
         pull(sha)
 
 so that after a crash at any point the journal names the step that was under way.
 
 A file that is not an SQLite database, not aklited's, or damaged is reported with
-:class:`~aklited.errors.StoreError` and never replaced: the operator decides what to do
+:class:`~aklited.errors.JournalError` and never replaced: the operator decides what to do
 with it. The API is synchronous and thread-safe; async callers use ``asyncio.to_thread``.
 """
 
@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from aklited.errors import AkliteError, StoreError
+from aklited.errors import AkliteError, JournalError
 
 # "akld": marks the file as aklited's so a foreign SQLite file is never taken over.
 APPLICATION_ID = 0x616B6C64
@@ -94,7 +94,7 @@ class InstallRecord:
     id: int
     target_name: str
     version: int
-    ostree_hash: str
+    ostree_commit: str  # column ostree_hash: the name schema 1 gave it
     apps: dict[str, str]
     custom: dict[str, Any]
     src_dir: str | None
@@ -124,14 +124,14 @@ def _check_header(path: Path) -> None:
         with path.open("rb") as f:
             header = f.read(len(SQLITE_HEADER))
     except OSError as e:
-        raise StoreError(f"{path}: cannot read the state journal: {e.strerror}") from e
+        raise JournalError(f"{path}: cannot read the state journal: {e.strerror}") from e
     if header and header != SQLITE_HEADER:
-        raise StoreError(
+        raise JournalError(
             f"{path}: not an SQLite database; move it away to let aklited start a new journal"
         )
 
 
-class Store:
+class Journal:
     """The state journal. Open with :meth:`open` or :meth:`open_readonly`."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
@@ -143,11 +143,11 @@ class Store:
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, db_path: Path) -> Store:
+    def open(cls, db_path: Path) -> Journal:
         """Open (creating or migrating) the journal for writing.
 
         Raises:
-            StoreError: the file is not an SQLite database, belongs to another program,
+            JournalError: the file is not an SQLite database, belongs to another program,
                 comes from a newer aklited, or is damaged.
         """
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ class Store:
         try:
             conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as e:
-            raise StoreError(f"{db_path}: cannot open the state journal: {e}") from e
+            raise JournalError(f"{db_path}: cannot open the state journal: {e}") from e
         store = cls(conn, db_path, readonly=False)
         try:
             store._prepare()
@@ -166,7 +166,7 @@ class Store:
         return store
 
     @classmethod
-    def open_readonly(cls, db_path: Path) -> Store | None:
+    def open_readonly(cls, db_path: Path) -> Journal | None:
         """Open the journal without ever writing to it; None when there is none yet."""
         if not db_path.exists():
             return None
@@ -179,7 +179,7 @@ class Store:
                 isolation_level=None,
             )
         except sqlite3.Error as e:
-            raise StoreError(f"{db_path}: cannot open the state journal: {e}") from e
+            raise JournalError(f"{db_path}: cannot open the state journal: {e}") from e
         store = cls(conn, db_path, readonly=True)
         try:
             store._verify_identity(allow_new=False)
@@ -188,6 +188,21 @@ class Store:
             raise
         return store
 
+    @classmethod
+    def open_for_check(cls, db_path: Path) -> Journal:
+        """Read-only; when the device has no journal yet, an empty one in memory.
+
+        A check must change nothing on the device, not even create the journal file.
+        """
+        existing = cls.open_readonly(db_path)
+        if existing is not None:
+            return existing
+        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        empty = cls(conn, db_path, readonly=False)
+        empty._migrate(0)
+        empty._readonly = True
+        return empty
+
     def _prepare(self) -> None:
         # Identity first: a foreign file must not be touched, not even switched to WAL.
         version = self._verify_identity(allow_new=True)
@@ -195,15 +210,15 @@ class Store:
             self._conn.execute("PRAGMA busy_timeout = 5000")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
-                raise StoreError(f"{self._path}: cannot switch the journal to WAL mode ({mode})")
+                raise JournalError(f"{self._path}: cannot switch the journal to WAL mode ({mode})")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as e:
             raise self._damaged(e) from e
         self._migrate(version)
 
-    def _damaged(self, e: sqlite3.Error) -> StoreError:
-        return StoreError(
+    def _damaged(self, e: sqlite3.Error) -> JournalError:
+        return JournalError(
             f"{self._path}: state journal is damaged ({e}); "
             "keep the file for analysis and move it away to start a new journal"
         )
@@ -222,12 +237,12 @@ class Store:
         if app_id == 0 and tables == 0 and allow_new:
             return 0
         if app_id != APPLICATION_ID:
-            raise StoreError(
+            raise JournalError(
                 f"{self._path}: an SQLite database that is not an aklited journal "
                 f"(application_id {app_id:#x}); refusing to use or replace it"
             )
         if version > SCHEMA_VERSION:
-            raise StoreError(
+            raise JournalError(
                 f"{self._path}: journal schema {version} is newer than this aklited "
                 f"understands ({SCHEMA_VERSION}); install the newer aklited again"
             )
@@ -248,7 +263,7 @@ class Store:
                 except sqlite3.Error as e:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")
-                    raise StoreError(
+                    raise JournalError(
                         f"{self._path}: cannot upgrade the journal to schema {target + 1}: {e}"
                     ) from e
 
@@ -269,7 +284,7 @@ class Store:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         if self._readonly:
-            raise StoreError(f"{self._path}: the journal was opened read-only")
+            raise JournalError(f"{self._path}: the journal was opened read-only")
         with self._lock:
             cur = self._conn.cursor()
             try:
@@ -335,7 +350,7 @@ class Store:
         *,
         target_name: str,
         version: int,
-        ostree_hash: str,
+        ostree_commit: str,
         apps: Mapping[str, str],
         custom: Mapping[str, Any] | None = None,
         src_dir: str | None = None,
@@ -353,7 +368,7 @@ class Store:
                 (
                     target_name,
                     version,
-                    ostree_hash,
+                    ostree_commit,
                     json.dumps(dict(apps), sort_keys=True),
                     json.dumps(dict(custom or {}), sort_keys=True),
                     src_dir,
@@ -380,7 +395,7 @@ class Store:
                     (state, now, install_id),
                 )
                 if cur.rowcount != 1:
-                    raise StoreError(f"{self._path}: no install {install_id} in the journal")
+                    raise JournalError(f"{self._path}: no install {install_id} in the journal")
             event_id = _append_event(cur, install_id, state, detail, now)
         return Event(id=event_id, install_id=install_id, time=now, state=state, detail=detail)
 
@@ -429,7 +444,7 @@ class Store:
                 (state, result_code, result_message, now, make_current, make_current, install_id),
             )
             if cur.rowcount != 1:
-                raise StoreError(f"{self._path}: no install {install_id} in the journal")
+                raise JournalError(f"{self._path}: no install {install_id} in the journal")
             _append_event(
                 cur,
                 install_id,
@@ -516,7 +531,7 @@ def _install(row: sqlite3.Row) -> InstallRecord:
         id=row["id"],
         target_name=row["target_name"],
         version=row["version"],
-        ostree_hash=row["ostree_hash"],
+        ostree_commit=row["ostree_hash"],
         apps=json.loads(row["apps"]),
         custom=json.loads(row["custom"]),
         src_dir=row["src_dir"],

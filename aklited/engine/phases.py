@@ -1,27 +1,17 @@
-"""The vocabulary of the update engine: journal phases, outcomes and settings.
+"""An install's phases: each is written to the journal before the step it names acts.
 
-An install moves through :class:`Phase` values, each written to the journal before the step
-it names acts. ``IN_FLIGHT`` phases come before the deployment (an interruption there is
-abandoned); ``PENDING`` phases wait for a reboot, a dockerd restart or a finalize.
+``IN_FLIGHT`` phases come before the deployment (an interruption there is abandoned);
+``PENDING`` phases wait for a reboot, a dockerd restart or a finalize. :data:`STATE_OF`
+maps every phase to the coarser :class:`~aklited.outcomes.State` D-Bus shows.
 """
 
 from __future__ import annotations
 
 import enum
-import os
-import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from types import MappingProxyType
 
-from aklited.outcomes import StatusCode
-
-AKLITE_UNIT = "aktualizr-lite.service"
-AKLITED_WAS_RUNNING_KEY = "aktualizr-lite-was-running"
-INITIAL_TARGET = "initial-target"
-# Names a journal transition at which the process kills itself: the crash tests use it to
-# stop the engine at every step in turn. Never set on a device.
-CRASH_HOOK_ENV = "AKLITED_CRASH_AT"
+from aklited.outcomes import State
 
 
 class Phase(enum.StrEnum):
@@ -59,44 +49,25 @@ PENDING = frozenset(
         Phase.FINALIZING_ROLLBACK,
     }
 )
+TERMINAL = frozenset({Phase.CURRENT, Phase.FAILED, Phase.ABANDONED})
 
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    lock_path: Path
-    reboot_sentinel: Path  # exists from deployment until the reboot (lives on a tmpfs)
-    current_target_path: Path
-    aklite_unit: str = AKLITE_UNIT
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    code: StatusCode
-    message: str
-    target: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentInfo:
-    name: str
-    version: int
-    ostree_hash: str
-    apps: Mapping[str, str]  # name -> uri
-    app_states: Mapping[str, str]  # name -> "running" | "not running" | ...
-    booted_commit: str | None
-
-
-def crash_hook(phase: Phase) -> None:
-    """Kill this process at ``phase`` when the crash tests ask for it."""
-    if os.environ.get(CRASH_HOOK_ENV) == str(phase):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def downgrade_guard(name: str | None, version: int | None) -> tuple[int | None, str | None]:
-    """The ``(current_version, current_name)`` target selection guards against downgrades.
-
-    The target the device booted before any offline update has no version to guard.
-    """
-    if name is None or name == INITIAL_TARGET:
-        return None, None
-    return version, name
+STATE_OF: Mapping[Phase, State] = MappingProxyType(
+    {
+        Phase.VERIFYING: State.VERIFYING,
+        Phase.INITIAL: State.IDLE,
+        Phase.STARTED: State.INSTALLING,
+        Phase.STOPPING_AKLITE: State.INSTALLING,
+        Phase.PULLING: State.INSTALLING,
+        Phase.STAGING_APPS: State.INSTALLING,
+        Phase.DEPLOYING: State.INSTALLING,
+        Phase.AWAITING_REBOOT: State.AWAITING_REBOOT,
+        Phase.AWAITING_DOCKER_RESTART: State.AWAITING_DOCKER_RESTART,
+        Phase.FINALIZING: State.FINALIZING,
+        Phase.ROLLING_BACK: State.ROLLING_BACK,
+        Phase.AWAITING_ROLLBACK_REBOOT: State.AWAITING_REBOOT,
+        Phase.FINALIZING_ROLLBACK: State.ROLLING_BACK,
+        Phase.CURRENT: State.IDLE,
+        Phase.FAILED: State.IDLE,
+        Phase.ABANDONED: State.IDLE,
+    }
+)

@@ -1,52 +1,24 @@
-"""The small interfaces the engine drives: trust, rootfs, apps, services, reboot.
+"""The small interfaces the engine drives: trust, rootfs, apps, services, reboot, lock.
 
 The engine imports none of pyudev, dbus-fast, aiodocker or the ostree CLI; it receives
-objects that satisfy these protocols (``aklited.wiring`` builds the real ones from the
-configuration), so the CLI, the daemon and the tests drive the very same engine code.
+objects that satisfy these protocols (:mod:`aklited.wiring` builds the real ones from the
+configuration, ``tests/fakes.py`` in-memory ones), so the CLI, the daemon and the tests
+drive the very same engine code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from aklited.host.systemd import ServiceManager, UnitState
+from aklited.engine.model import ContentReport, GuardTarget, Selection, Target
+from aklited.engine.phases import Phase
 
-__all__ = [
-    "AppsPort",
-    "EngineObserver",
-    "RootfsPort",
-    "ServiceManager",
-    "TargetSpec",
-    "TrustPort",
-    "UnitState",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class TargetSpec:
-    """A verified target: what the engine installs and records."""
-
-    name: str
-    version: int
-    ostree_hash: str
-    apps: Mapping[str, str]  # app name -> URI (hub.../factory/app@sha256:...)
-    custom: Mapping[str, Any] = field(default_factory=dict)
-    tag: str | None = None
-    # Said with the outcome: e.g. the drive's TUF metadata is older than the device's and
-    # the stored copy was used (a rollback on the drive, not "nothing to do").
-    note: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentTarget:
-    """What the engine believes the device runs (for selection: downgrade, already installed)."""
-
-    name: str
-    version: int
-    ostree_hash: str
+# Called with (bytes done, bytes in all, what is happening) as a step copies.
+ByteProgress = Callable[[int, int, str], None]
 
 
 class TrustPort(Protocol):
@@ -56,12 +28,17 @@ class TrustPort(Protocol):
         *,
         target_name: str | None,
         force: bool,
-        current: CurrentTarget | None,
-    ) -> TargetSpec:
-        """Verify the bundle's metadata (persisting what verified) and choose the target.
+        guard: GuardTarget | None,
+        persist: bool,
+    ) -> Selection:
+        """Verify the bundle's metadata and choose the target; the one verify+select.
+
+        ``persist`` keeps what verified in the journal (install); a check keeps nothing.
+        ``guard`` is the running target the downgrade guard protects, if any.
 
         Raises:
-            TrustError, BundleError: with codes 4, 6, 8, 11, 12, 14, 15, 20, 102.
+            TrustError, SelectionError: 4, 6, 8, 11, 12, 14, 15, 20, 102 (and 50/70 for
+            bundle content the drive reader refused).
         """
         ...
 
@@ -77,21 +54,33 @@ class RootfsPort(Protocol):
 
     async def has_commit(self, commit: str) -> bool: ...
 
-    async def pull(self, src_repo: Path, commit: str) -> None:
+    async def pull(
+        self, *, source_repo: Path, commit: str, on_progress: ByteProgress | None = None
+    ) -> object:
         """Copy ``commit`` from the bundle's repo (60 no space, 50 copy, 70 mismatch)."""
         ...
 
-    async def deploy(self, commit: str) -> None:
+    async def deploy(self, *, commit: str) -> object:
         """Deploy ``commit`` as the default for the next boot."""
         ...
 
-    async def prune(self) -> None:
+    async def prune(self) -> object:
         """Keep the booted and the rollback deployment; free everything else."""
+        ...
+
+    async def verify_content(self, *, source_repo: Path, commit: str) -> int:
+        """Check every object of ``commit`` on the drive; the number of file objects hashed."""
         ...
 
 
 class AppsPort(Protocol):
-    async def stage(self, src_store: Path, apps: Mapping[str, str]) -> None:
+    async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
+        """The bytes :meth:`stage` copies (for the overall progress)."""
+        ...
+
+    async def stage(
+        self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
+    ) -> None:
         """Verify the apps in the bundle, copy them into the device store, load their images."""
         ...
 
@@ -99,7 +88,7 @@ class AppsPort(Protocol):
         """Install the compose projects from the device store, start them, check they run.
 
         Raises:
-            AppsError: code 80 with the failing service's logs when an app does not run.
+            AppsError: when an app does not run (80, with the failing service's logs).
         """
         ...
 
@@ -115,18 +104,94 @@ class AppsPort(Protocol):
         """Each app's state for humans: "running", "not running", "failed: ..."."""
         ...
 
+    async def verify_content(self, src_store: Path, apps: Mapping[str, str]) -> tuple[int, int]:
+        """Verify every blob of ``apps`` on the drive; (apps verified, blobs hashed)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UnitState:
+    """A systemd unit as the engine needs to know it."""
+
+    name: str
+    load_state: str  # loaded, not-found, masked, ... ; "unavailable" without systemd
+    active_state: str  # active, inactive, failed, activating, deactivating, ...
+
+    @property
+    def running(self) -> bool:
+        return self.active_state in {"active", "activating", "reloading"}
+
+
+class ServicesPort(Protocol):
+    """systemd, as far as the engine needs it (aktualizr-lite, dockerd)."""
+
+    @property
+    def available(self) -> bool: ...
+
+    async def unit_state(self, name: str) -> UnitState: ...
+
+    async def stop_unit(self, name: str) -> None: ...
+
+    async def start_unit(self, name: str) -> None: ...
+
+    async def restart_unit(self, name: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class RebootPort(Protocol):
+    """Whether the device rebooted since a deployment (a marker on a tmpfs)."""
+
+    async def mark_needed(self) -> None:
+        """Remember, until the next boot, that a deployment waits for a reboot."""
+        ...
+
+    async def needed(self) -> bool:
+        """True until the device rebooted after :meth:`mark_needed`."""
+        ...
+
+
+class LockPort(Protocol):
+    """The update lock shared with aktualizr-lite's tools."""
+
+    def hold(self) -> AbstractAsyncContextManager[None]:
+        """Hold the lock; raises LockHeldError when another tool holds it."""
+        ...
+
+
+class CurrentTargetPort(Protocol):
+    """``/var/sota/current-target``, which aktualizr-lite and scripts read."""
+
+    async def write(self, target: Target) -> None: ...
+
 
 class EngineObserver(Protocol):
-    """Receives progress; the daemon turns it into D-Bus properties."""
+    """Receives each journal phase and the overall progress; the daemon shows them."""
 
-    def on_state(self, state: str, detail: Mapping[str, Any]) -> None: ...
+    def on_phase(self, phase: Phase, detail: Mapping[str, Any]) -> None: ...
 
     def on_progress(self, percent: int, message: str) -> None: ...
 
 
 class NullObserver:
-    def on_state(self, state: str, detail: Mapping[str, Any]) -> None:
+    def on_phase(self, phase: Phase, detail: Mapping[str, Any]) -> None:
         return None
 
     def on_progress(self, percent: int, message: str) -> None:
         return None
+
+
+__all__ = [
+    "AppsPort",
+    "ByteProgress",
+    "ContentReport",
+    "CurrentTargetPort",
+    "EngineObserver",
+    "LockPort",
+    "NullObserver",
+    "RebootPort",
+    "RootfsPort",
+    "ServicesPort",
+    "TrustPort",
+    "UnitState",
+]

@@ -6,11 +6,13 @@ replaced atomically on every finalize.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from aklited.engine.model import Target
 from aklited.host.files import atomic_write
 
 # Key in the file -> key in the target's `custom` block.
@@ -42,3 +44,20 @@ def write_current_target(
     path: Path, *, name: str, version: int, custom: Mapping[str, Any], tag: str | None
 ) -> None:
     atomic_write(path, render(name, version, custom, tag).encode())
+
+
+class CurrentTargetFile:
+    """The engine's current-target port: the file, replaced atomically off the loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def write(self, target: Target) -> None:
+        await asyncio.to_thread(
+            write_current_target,
+            self.path,
+            name=target.name,
+            version=target.version,
+            custom=target.custom,
+            tag=target.tag,
+        )

@@ -7,54 +7,53 @@ it, so a crash never leaves it wedged.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from aklited.errors import LockError
+from aklited.errors import LockHeldError
 
 DEFAULT_LOCK_PATH = Path("/var/lock/aklite.lock")
 
 
+def _take(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise LockHeldError(
+                f"{path}: another aklite tool holds the update lock "
+                "(is aktualizr-lite running? stop it first)"
+            ) from e
+        raise LockHeldError(f"{path}: cannot take the update lock: {e.strerror}") from e
+    return fd
+
+
+def _give_back(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 class UpdateLock:
-    """Hold with ``with UpdateLock(path):``; raises LockError when another tool holds it."""
+    """The engine's lock port: ``async with lock.hold():`` raises LockHeldError when taken."""
 
     def __init__(self, path: Path = DEFAULT_LOCK_PATH) -> None:
-        self._path = path
-        self._fd: int | None = None
+        self.path = path
 
-    def acquire(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        # mkdir, open and flock touch the filesystem: off the loop. LOCK_NB never waits.
+        fd = await asyncio.to_thread(_take, self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LockError(
-                    f"{self._path}: another aklite tool holds the update lock "
-                    "(is aktualizr-lite running? stop it first)"
-                ) from e
-            raise LockError(f"{self._path}: cannot take the update lock: {e.strerror}") from e
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+            yield
+        finally:
+            await asyncio.to_thread(_give_back, fd)

@@ -12,15 +12,14 @@ returns a manager that changes nothing, so updates still work.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
-from aklited.errors import AkliteError
+from aklited.engine.ports import ServicesPort, UnitState
+from aklited.errors import ServiceError
 
 log = structlog.get_logger(__name__)
 
@@ -36,38 +35,6 @@ _BUS_DAEMON: dict[str, str] = {
     "path": "/org/freedesktop/DBus",
     "interface": "org.freedesktop.DBus",
 }
-
-
-class SystemdError(AkliteError):
-    """systemd refused or failed a job."""
-
-
-@dataclass(frozen=True, slots=True)
-class UnitState:
-    name: str
-    load_state: str  # loaded, not-found, masked, ... ; "unavailable" without systemd
-    active_state: str  # active, inactive, failed, activating, deactivating, ...
-
-    @property
-    def running(self) -> bool:
-        return self.active_state in ("active", "activating", "reloading")
-
-
-class ServiceManager(Protocol):
-    """What the engine needs from the service manager."""
-
-    @property
-    def available(self) -> bool: ...
-
-    async def unit_state(self, name: str) -> UnitState: ...
-
-    async def stop_unit(self, name: str) -> None: ...
-
-    async def start_unit(self, name: str) -> None: ...
-
-    async def restart_unit(self, name: str) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class Systemd:
@@ -88,7 +55,7 @@ class Systemd:
     async def _setup(self) -> None:
         (has_owner,) = await self._call("NameHasOwner", "s", [SYSTEMD_BUS_NAME], **_BUS_DAEMON)
         if not has_owner:
-            raise SystemdError(f"no {SYSTEMD_BUS_NAME} on the system bus")
+            raise ServiceError(f"no {SYSTEMD_BUS_NAME} on the system bus")
         rule = (
             f"type='signal',sender='{SYSTEMD_BUS_NAME}',interface='{MANAGER_IFACE}',"
             "member='JobRemoved'"
@@ -97,7 +64,7 @@ class Systemd:
         try:
             # systemd sends job signals only while some client is subscribed.
             await self._call("Subscribe")
-        except SystemdError as e:
+        except ServiceError as e:
             log.debug("systemd Subscribe failed; relying on broadcast signals", error=str(e))
 
     def _on_message(self, message: Message) -> bool:
@@ -135,10 +102,10 @@ class Systemd:
             )
         )
         if reply is None:
-            raise SystemdError(f"systemd: no reply to {member}")
+            raise ServiceError(f"systemd: no reply to {member}")
         if reply.message_type == MessageType.ERROR:
             detail = reply.body[0] if reply.body else ""
-            raise SystemdError(f"systemd: {member} failed: {reply.error_name}: {detail}")
+            raise ServiceError(f"systemd: {member} failed: {reply.error_name}: {detail}")
         return list(reply.body)
 
     async def unit_state(self, name: str) -> UnitState:
@@ -167,14 +134,14 @@ class Systemd:
             try:
                 result = await asyncio.wait_for(waiter, self._job_timeout_s)
             except TimeoutError as e:
-                raise SystemdError(
+                raise ServiceError(
                     f"systemd: {method} {name} did not finish within {self._job_timeout_s:.0f} s"
                 ) from e
             finally:
                 self._job_waiters.pop(job, None)
         log.info("systemd job finished", method=method, unit=name, result=result)
         if result != "done":
-            raise SystemdError(f"systemd: {method} {name} finished with result '{result}'")
+            raise ServiceError(f"systemd: {method} {name} finished with result '{result}'")
 
     async def stop_unit(self, name: str) -> None:
         await self._run_job("StopUnit", name)
@@ -213,7 +180,7 @@ class NoSystemd:
         return None
 
 
-async def connect_systemd(*, bus_address: str | None = None) -> ServiceManager:
+async def connect_systemd(*, bus_address: str | None = None) -> ServicesPort:
     """Connect to systemd on the system bus, or return :class:`NoSystemd` when there is none.
 
     ``DBUS_SYSTEM_BUS_ADDRESS`` is honoured, so tests can point it at a private bus.
@@ -231,7 +198,7 @@ async def connect_systemd(*, bus_address: str | None = None) -> ServiceManager:
     systemd = Systemd(bus)
     try:
         await systemd._setup()
-    except SystemdError as e:
+    except ServiceError as e:
         await systemd.close()
         log.warning("system bus without systemd: services are left alone", error=str(e))
         return NoSystemd()

@@ -30,8 +30,14 @@ from pathlib import Path
 import structlog
 
 from aklited import drivefs
-from aklited.errors import OstreeError
-from aklited.outcomes import StatusCode
+from aklited.errors import (
+    RootfsCopyError,
+    RootfsCorruptError,
+    RootfsError,
+    RootfsNoSpaceError,
+    RootfsRollbackError,
+    RootfsSysrootError,
+)
 from aklited.rootfs import content as ostree_content
 from aklited.rootfs import repo as ostree_repo
 from aklited.rootfs import space as ostree_space
@@ -124,14 +130,14 @@ class OstreeSysroot:
         self,
         args: list[str],
         *,
-        code: StatusCode,
+        error: type[RootfsError],
         what: str,
         on_line: Callable[[str], None] | None = None,
-        classify: Callable[[str], StatusCode | None] | None = None,
+        classify: Callable[[str], type[RootfsError] | None] | None = None,
     ) -> str:
         output = await run_ostree(
             args,
-            failure_code=code,
+            error=error,
             what=what,
             on_line=on_line,
             ostree_bin=self.ostree_bin,
@@ -141,31 +147,27 @@ class OstreeSysroot:
 
     async def _require_sysroot(self) -> None:
         if not await asyncio.to_thread((self.repo / "config").is_file):
-            raise OstreeError(
-                f"no OSTree sysroot at {self.sysroot}: {self.repo}/config is missing",
-                code=StatusCode.UNKNOWN_ERROR,
+            raise RootfsSysrootError(
+                f"no OSTree sysroot at {self.sysroot}: {self.repo}/config is missing"
             )
 
     async def status(self) -> SysrootStatus:
         """Read the deployments and which one is booted, pending and the rollback.
 
         Raises:
-            OstreeError: no sysroot, or ``ostree admin status`` failed or printed
+            RootfsSysrootError: no sysroot, or ``ostree admin status`` failed or printed
                 something unexpected.
         """
         await self._require_sysroot()
         text = await self._ostree(
             ["admin", "status", f"--sysroot={self.sysroot}"],
-            code=StatusCode.UNKNOWN_ERROR,
+            error=RootfsSysrootError,
             what=f"reading the deployments of {self.sysroot}",
         )
         try:
             deployments = ostree_status.parse_admin_status(text)
         except ValueError as e:
-            raise OstreeError(
-                f"cannot read the deployments of {self.sysroot}: {e}",
-                code=StatusCode.UNKNOWN_ERROR,
-            ) from e
+            raise RootfsSysrootError(f"cannot read the deployments of {self.sysroot}: {e}") from e
         booted, kargs = await asyncio.to_thread(self._read_boot_state, deployments)
         marked = ostree_status.mark_deployments(deployments, osname=self.osname, booted=booted)
         with_kargs = tuple(replace(d, kernel_args=kargs.get(d.name, ())) for d in marked)
@@ -215,6 +217,21 @@ class OstreeSysroot:
         except OSError:
             return None
 
+    async def booted_commit(self) -> str | None:
+        """The commit of the deployment the device booted, from the kernel command line."""
+        booted = (await self.status()).booted
+        return booted.checksum if booted is not None else None
+
+    async def pending_commit(self) -> str | None:
+        """The commit of a deployment that becomes active at the next boot, if any."""
+        pending = (await self.status()).pending
+        return pending.checksum if pending is not None else None
+
+    async def verify_content(self, *, source_repo: Path, commit: str) -> int:
+        """Check every object of ``commit`` in a bundle's repo, as a pull would; the number
+        of file objects hashed (0: not an archive repo, objects checked, not hashed)."""
+        return await verify_bundle_commit(source_repo, commit, boundary=source_repo.parent)
+
     async def has_commit(self, commit: str) -> bool:
         """True when the sysroot repo holds the whole commit (not a partial pull)."""
         _check_commit_name(commit)
@@ -224,7 +241,9 @@ class OstreeSysroot:
         """Estimate what pulling and deploying ``commit`` from ``source_repo`` needs.
 
         Raises:
-            OstreeError: 50 when the bundle repo lacks an object of the commit.
+            RootfsCopyError: 50 when the bundle repo lacks an object of the commit or the
+                drive cannot be read.
+            RootfsCorruptError: 70 when an object is unsafe or does not match its name.
         """
         _check_commit_name(commit)
         await self._require_sysroot()
@@ -246,12 +265,14 @@ class OstreeSysroot:
         Args:
             source_repo: the bundle's ``ostree_repo/``.
             commit: the sha256 TUF named for the target.
-            on_progress: called with (objects done, objects to copy, ostree's message).
+            on_progress: called with (bytes done, bytes to copy, ostree's message); the
+                bytes are the space estimate's, spread over the objects ostree reports.
 
         Raises:
-            OstreeError: 50 the bundle repo lacks the commit or objects, or the copy
-                failed; 60 not enough free space; 70 the commit object does not match its
-                name.
+            RootfsCopyError: 50 the bundle repo lacks the commit or objects, or the copy
+                failed.
+            RootfsNoSpaceError: 60 not enough free space.
+            RootfsCorruptError: 70 an object or the commit does not match its name.
         """
         _check_commit_name(commit)
         await self._require_sysroot()
@@ -271,21 +292,22 @@ class OstreeSysroot:
             reserved_mib=estimate.reserved_bytes // _MIB,
         )
         if not estimate.fits:
-            raise OstreeError(
+            raise RootfsNoSpaceError(
                 f"not enough space in {self.sysroot} for commit {commit}: needs "
                 f"{_mib(estimate.required_bytes)} and ostree keeps "
                 f"{_mib(estimate.reserved_bytes)} free, only {_mib(estimate.free_bytes)} "
-                "available; free space on the device and retry",
-                code=StatusCode.NO_SPACE,
+                "available; free space on the device and retry"
             )
-        progress = PullProgress(on_progress, total=estimate.missing_objects)
+        progress = PullProgress(
+            _in_bytes(on_progress, estimate.required_bytes), total=estimate.missing_objects
+        )
         progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
         args = [f"--repo={self.repo}", "pull-local"]
         if self.verify_objects:
             args.append("--untrusted")
         await self._ostree(
             [*args, str(source_repo), commit],
-            code=StatusCode.DOWNLOAD_FAILED,
+            error=RootfsCopyError,
             what=f"copying commit {commit} from {source_repo}",
             on_line=progress.on_line,
             classify=_pull_failure,
@@ -303,20 +325,16 @@ class OstreeSysroot:
         try:
             actual = await asyncio.to_thread(ostree_repo.sha256_file, path)
         except OSError as e:
-            raise OstreeError(
-                f"commit {commit} cannot be read in {where}: {e}",
-                code=StatusCode.VERIFICATION_FAILED,
-            ) from e
+            raise RootfsCorruptError(f"commit {commit} cannot be read in {where}: {e}") from e
         if actual != commit:
-            raise OstreeError(
+            raise RootfsCorruptError(
                 f"commit {commit} in {where} failed verification: its object {path} "
-                f"hashes to {actual}",
-                code=StatusCode.VERIFICATION_FAILED,
+                f"hashes to {actual}"
             )
         if load:
             await self._ostree(
                 [f"--repo={repo}", "show", commit],
-                code=StatusCode.VERIFICATION_FAILED,
+                error=RootfsCorruptError,
                 what=f"loading commit {commit} in {where}",
             )
 
@@ -332,14 +350,14 @@ class OstreeSysroot:
             The new deployment (pending unless ``commit`` is the booted one).
 
         Raises:
-            OstreeError: 50 the commit is not in the sysroot repo, 1 the deploy failed.
+            RootfsCopyError: 50 the commit is not in the sysroot repo.
+            RootfsSysrootError: 1 the deploy failed.
         """
         _check_commit_name(commit)
         await self._require_sysroot()
         if not await self.has_commit(commit):
-            raise OstreeError(
-                f"commit {commit} is not in {self.repo}: pull it before deploying",
-                code=StatusCode.DOWNLOAD_FAILED,
+            raise RootfsCopyError(
+                f"commit {commit} is not in {self.repo}: pull it before deploying"
             )
         before = await self.status()
         # libostree keeps the booted deployment itself only when it knows it is booted;
@@ -353,15 +371,14 @@ class OstreeSysroot:
             args.append("--retain")
         await self._ostree(
             [*args, commit],
-            code=StatusCode.UNKNOWN_ERROR,
+            error=RootfsSysrootError,
             what=f"deploying commit {commit} in {self.sysroot}",
         )
         after = await self.status()
         new = after.default
         if new is None or new.checksum != commit:
-            raise OstreeError(
-                f"deploying commit {commit} in {self.sysroot} did not make it the default",
-                code=StatusCode.UNKNOWN_ERROR,
+            raise RootfsSysrootError(
+                f"deploying commit {commit} in {self.sysroot} did not make it the default"
             )
         if retain and booted is not None:
             keep = {new.name, booted.name}
@@ -373,9 +390,8 @@ class OstreeSysroot:
             await self._undeploy(extra)
             new = (await self.status()).default
             if new is None or new.checksum != commit:
-                raise OstreeError(
-                    f"removing old deployments of {self.sysroot} lost the new one of {commit}",
-                    code=StatusCode.UNKNOWN_ERROR,
+                raise RootfsSysrootError(
+                    f"removing old deployments of {self.sysroot} lost the new one of {commit}"
                 )
         log.info("ostree deployed", commit=commit, deployment=new.name, pending=new.pending)
         return new
@@ -390,23 +406,20 @@ class OstreeSysroot:
             The new deployment, pending for the next boot.
 
         Raises:
-            OstreeError: 120 no rollback deployment, its commit is gone, or the deploy
+            RootfsRollbackError: 120 no rollback deployment, its commit is gone, or the deploy
                 failed.
         """
         if commit is None:
             status = await self.status()
             if status.rollback is None:
-                raise OstreeError(
-                    f"no deployment of {self.osname} to roll back to in {self.sysroot}",
-                    code=StatusCode.ROLLBACK_FAILED,
+                raise RootfsRollbackError(
+                    f"no deployment of {self.osname} to roll back to in {self.sysroot}"
                 )
             commit = status.rollback.checksum
         try:
             deployment = await self.deploy(commit=commit)
-        except OstreeError as e:
-            raise OstreeError(
-                f"rollback failed: {e.message}", code=StatusCode.ROLLBACK_FAILED
-            ) from e
+        except RootfsError as e:
+            raise RootfsRollbackError(f"rollback failed: {e.message}") from e
         log.info("ostree rolled back", commit=commit, deployment=deployment.name)
         return deployment
 
@@ -417,7 +430,7 @@ class OstreeSysroot:
         commit is only referenced once it is deployed.
 
         Raises:
-            OstreeError: 1 an undeploy or the repo prune failed.
+            RootfsSysrootError: 1 an undeploy or the repo prune failed.
         """
         status = await self.status()
         extra: list[Deployment] = []
@@ -434,7 +447,7 @@ class OstreeSysroot:
         # deployments are refs (ostree/<bootversion>/<subbootversion>/<index>).
         text = await self._ostree(
             [f"--repo={self.repo}", "prune", "--refs-only", "--depth=0"],
-            code=StatusCode.UNKNOWN_ERROR,
+            error=RootfsSysrootError,
             what=f"pruning {self.repo}",
         )
         match = _DELETED.search(text)
@@ -447,7 +460,7 @@ class OstreeSysroot:
         for deployment in sorted(deployments, key=lambda d: d.index, reverse=True):
             await self._ostree(
                 ["admin", "undeploy", f"--sysroot={self.sysroot}", str(deployment.index)],
-                code=StatusCode.UNKNOWN_ERROR,
+                error=RootfsSysrootError,
                 what=f"removing deployment {deployment.name} from {self.sysroot}",
             )
             log.info("ostree undeployed", deployment=deployment.name)
@@ -459,13 +472,25 @@ async def _checked_listing(
     """The bundle repo's commit, checked object by object (see :mod:`aklited.rootfs.walk`).
 
     Raises:
-        OstreeError: 50 when the bundle repo lacks the commit or an object of it, or the
-            drive cannot be read; 70 when an object is unsafe or does not match its name.
+        RootfsCopyError: 50 when the bundle repo lacks the commit or an object of it, or the
+            drive cannot be read.
+        RootfsCorruptError: 70 when an object is unsafe or does not match its name.
     """
     try:
         return await asyncio.to_thread(ostree_walk.walk_missing, source_repo, commit, destination)
     except _BUNDLE_ERRORS as e:
         raise _refused(e, source_repo, commit) from e
+
+
+def _in_bytes(callback: ProgressCallback | None, total_bytes: int) -> ProgressCallback | None:
+    """Objects copied as bytes: the engine weighs the rootfs and the apps by their bytes."""
+    if callback is None:
+        return None
+
+    def report(done: int, total: int, message: str) -> None:
+        callback(total_bytes * done // max(total, 1), total_bytes, message)
+
+    return report
 
 
 async def verify_bundle_commit(source_repo: Path, commit: str, *, boundary: Path) -> int:
@@ -476,7 +501,7 @@ async def verify_bundle_commit(source_repo: Path, commit: str, *, boundary: Path
         and presence only).
 
     Raises:
-        OstreeError: as :func:`_checked_listing`.
+        RootfsCopyError, RootfsCorruptError: as :func:`_checked_listing`.
     """
     _check_commit_name(commit)
     try:
@@ -494,7 +519,9 @@ _BUNDLE_ERRORS = (
 )
 
 
-def _refused(error: Exception, source_repo: Path, commit: str) -> OstreeError:
+def _refused(
+    error: Exception, source_repo: Path, commit: str
+) -> RootfsCopyError | RootfsCorruptError:
     """What the bundle-repo checks raise, as an outcome."""
     if isinstance(error, ostree_walk.MissingObjectError):
         if error.path.name == "config":
@@ -504,37 +531,28 @@ def _refused(error: Exception, source_repo: Path, commit: str) -> OstreeError:
                 f"the bundle repo {source_repo} is incomplete: commit {commit} needs "
                 f"{error.path.relative_to(source_repo)}, which is missing"
             )
-        return OstreeError(message, code=StatusCode.DOWNLOAD_FAILED)
+        return RootfsCopyError(message)
     if isinstance(error, drivefs.DriveIOError):
-        return OstreeError(
-            f"reading the bundle failed: {error}; check the drive",
-            code=StatusCode.DOWNLOAD_FAILED,
-        )
+        return RootfsCopyError(f"reading the bundle failed: {error}; check the drive")
     if isinstance(error, drivefs.DriveEntryError):
-        return OstreeError(
-            f"the bundle repo is refused: {error}", code=StatusCode.VERIFICATION_FAILED
-        )
-    return OstreeError(
-        f"commit {commit} in the bundle failed verification: {error}",
-        code=StatusCode.VERIFICATION_FAILED,
-    )
+        return RootfsCorruptError(f"the bundle repo is refused: {error}")
+    return RootfsCorruptError(f"commit {commit} in the bundle failed verification: {error}")
 
 
 # How `pull-local --untrusted` reports an object whose bytes do not match its name.
 _CORRUPTED = re.compile(r"\bCorrupted\b.*\bobject\b|checksum expected", re.IGNORECASE)
 
 
-def _pull_failure(stderr: str) -> StatusCode | None:
+def _pull_failure(stderr: str) -> type[RootfsError] | None:
     """A pull that failed on a corrupted object is content failing verification (70), as
     ``check --deep`` says of the same drive; any other failure stays a copy failure (50)."""
-    return StatusCode.VERIFICATION_FAILED if _CORRUPTED.search(stderr) else None
+    return RootfsCorruptError if _CORRUPTED.search(stderr) else None
 
 
 def _check_commit_name(commit: str) -> None:
     if not _COMMIT.match(commit):
-        raise OstreeError(
-            f"{commit!r} is not an OSTree commit hash (64 lowercase hex digits)",
-            code=StatusCode.VERIFICATION_FAILED,
+        raise RootfsCorruptError(
+            f"{commit!r} is not an OSTree commit hash (64 lowercase hex digits)"
         )
 
 

@@ -18,7 +18,8 @@ from aklite_bundle.appstore import (
     ServiceSpec,
     busybox_rootfs_tar,
 )
-from aklited.apps import ComposeApps, Platform
+from aklited.apps.adapter import ComposeApps
+from aklited.apps.platforms import Platform
 from tests.helpers.dockerd import Dockerd, dockerd_fixture
 
 pytestmark = pytest.mark.docker

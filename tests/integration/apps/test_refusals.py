@@ -20,8 +20,8 @@ from aklite_bundle.appstore import (
     busybox_rootfs_tar,
     render_compose,
 )
-from aklited.apps import App
 from aklited.apps.blobs import blob_path
+from aklited.apps.model import App
 from aklited.apps.platforms import Platform
 from aklited.apps.tarsafe import COMPOSE_FILE
 from aklited.errors import AppsError

@@ -161,10 +161,10 @@ class Device:
 
     def cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``aklite-offline`` with this device's configuration."""
-        extra = {"AKLITED_CRASH_AT": crash_at} if crash_at else {}
+        entry = ["tests.helpers.crash_cli", crash_at] if crash_at else ["aklited.cli.offline"]
         return subprocess.run(
-            [sys.executable, "-m", "aklited.cli.offline", "-c", str(self.config_dir), *args],
-            env=self.env(**extra),
+            [sys.executable, "-m", *entry, "-c", str(self.config_dir), *args],
+            env=self.env(),
             capture_output=True,
             text=True,
             timeout=600,

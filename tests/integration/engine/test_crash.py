@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from aklited.engine.phases import Phase
 from tests.helpers.dbus import SystemdMock
 from tests.integration.engine.harness import Device, Factory, Release
 
@@ -21,23 +22,34 @@ E2E = tuple[Device, Factory, SystemdMock]
 # The transitions an install of a rootfs+apps target journals, in order ("verifying" comes
 # before the install row exists).
 INSTALL_POINTS = [
-    "verifying",
-    "started",
-    "stopping-aktualizr-lite",
-    "pulling",
-    "staging-apps",
-    "deploying",
-    "awaiting-reboot",
+    Phase.VERIFYING,
+    Phase.STARTED,
+    Phase.STOPPING_AKLITE,
+    Phase.PULLING,
+    Phase.STAGING_APPS,
+    Phase.DEPLOYING,
+    Phase.AWAITING_REBOOT,
 ]
-RUN_POINTS = ["finalizing", "current"]
+RUN_POINTS = [Phase.FINALIZING, Phase.CURRENT]
 # run of a target whose app fails: back to the previous target over a second reboot
 ROLLBACK_POINTS = [
-    "finalizing",
-    "rolling-back",
-    "awaiting-rollback-reboot",
-    "finalizing-rollback",
-    "failed",
+    Phase.FINALIZING,
+    Phase.ROLLING_BACK,
+    Phase.AWAITING_ROLLBACK_REBOOT,
+    Phase.FINALIZING_ROLLBACK,
+    Phase.FAILED,
 ]
+
+
+def test_the_points_cover_every_phase_an_update_passes() -> None:
+    # The engine unit tests crash at every phase; here every phase of a real update and
+    # rollback but the factory image's and the abandoned install's (settled, never acted on).
+    covered = {*INSTALL_POINTS, *RUN_POINTS, *ROLLBACK_POINTS}
+    assert set(Phase) - covered == {
+        Phase.INITIAL,
+        Phase.AWAITING_DOCKER_RESTART,
+        Phase.ABANDONED,
+    }
 
 
 def killed(done: subprocess.CompletedProcess[str]) -> bool:

@@ -9,17 +9,17 @@ import sys
 import textwrap
 from pathlib import Path
 
-from aklited.engine.journal import Store
+from aklited.engine.journal import Journal
 
 WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from aklited.engine.journal import Store
+    from aklited.engine.journal import Journal
 
-    store = Store.open(Path(sys.argv[1]))
+    store = Journal.open(Path(sys.argv[1]))
     mode = sys.argv[2]
-    install = store.begin_install(target_name="t-2", version=2, ostree_hash="ab" * 32, apps={})
+    install = store.begin_install(target_name="t-2", version=2, ostree_commit="ab" * 32, apps={})
     print("install", install.id, flush=True)
     if mode == "two-writes":
         store.record(install.id, "pulling", commit="ab" * 32)
@@ -59,7 +59,7 @@ def test_transition_survives_sigkill_between_two_writes(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     # the WAL is still beside the database: the kill left it un-checkpointed
     assert db.with_name(db.name + "-wal").exists()
-    with Store.open(db) as store:
+    with Journal.open(db) as store:
         install = store.get_install(install_id)
         assert install is not None
         assert install.state == "pulling"
@@ -89,7 +89,7 @@ def test_no_committed_event_is_lost_when_killed_mid_stream(tmp_path: Path) -> No
         proc.wait(timeout=30)
         if proc.stdout:
             proc.stdout.close()
-    with Store.open(db) as store:
+    with Journal.open(db) as store:
         ids = {e.id for e in store.events(install_id)}
         missing = [c for c in committed if c not in ids]
         assert missing == []

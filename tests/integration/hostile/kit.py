@@ -41,7 +41,8 @@ from pathlib import Path
 
 import pytest
 
-from aklited.engine.phases import IN_FLIGHT, INITIAL_TARGET, PENDING
+from aklited.engine.engine import INITIAL_TARGET
+from aklited.engine.phases import IN_FLIGHT, PENDING
 from tests.helpers.dbus import SystemdMock
 from tests.helpers.inotify import Event, Watcher
 from tests.integration.engine.harness import Device

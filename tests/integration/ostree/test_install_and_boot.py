@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import aklited_sim as sim
-from aklited.errors import OstreeError
+from aklited.errors import RootfsError
 from aklited.outcomes import StatusCode
 from aklited.rootfs.status import deployment_dir
 from aklited.rootfs.sysroot import OstreeSysroot
@@ -41,7 +41,8 @@ async def test_pull_and_deploy_from_drive_then_boot(
     assert result.objects > 0
     assert progress[0][0] == 0
     assert result.estimate is not None
-    assert progress[-1][0] == progress[-1][1] == result.estimate.missing_objects
+    # bytes: the space estimate spread over the objects ostree reports
+    assert progress[-1][0] == progress[-1][1] == result.estimate.required_bytes
     assert "content objects imported" in progress[-1][2]
     assert await rootfs.has_commit(commit)
 
@@ -154,11 +155,11 @@ async def test_rollback_with_explicit_commit(device: SimDevice, bundle: BundleRe
 
 
 async def test_rollback_without_previous_deployment_fails(device: SimDevice) -> None:
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().rollback()
     assert caught.value.code == StatusCode.ROLLBACK_FAILED
     gone = "e" * 64
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().rollback(commit=gone)
     assert caught.value.code == StatusCode.ROLLBACK_FAILED
     assert gone in caught.value.message
@@ -173,12 +174,12 @@ async def test_no_boot_argument_means_unknown_boot(device: SimDevice) -> None:
 
 async def test_status_without_sysroot(tmp_path: Path) -> None:
     missing = OstreeSysroot(sysroot=tmp_path / "none", osname="lmp")
-    with pytest.raises(OstreeError, match="no OSTree sysroot"):
+    with pytest.raises(RootfsError, match="no OSTree sysroot"):
         await missing.status()
 
 
 async def test_deploy_needs_the_commit_pulled(device: SimDevice) -> None:
-    with pytest.raises(OstreeError) as caught:
+    with pytest.raises(RootfsError) as caught:
         await device.rootfs().deploy(commit="d" * 64)
     assert caught.value.code == StatusCode.DOWNLOAD_FAILED
 

@@ -15,7 +15,7 @@ from aklite_bundle.signing import Keyring
 from aklited.bundle.device import DeviceFacts
 from aklited.bundle.verify import verify_bundle_sync
 from aklited.config import Config, load_config
-from aklited.engine.journal import Store
+from aklited.engine.journal import Journal
 from aklited.wiring import device_facts
 from tests.helpers.tuf_repo import HWID, TAG, keyring, target_spec, write_foundries_bundle
 
@@ -83,7 +83,7 @@ def seed_previous_update(device: Device, *, version: int = 1, target: int = 41) 
     base = write_foundries_bundle(
         device.root / f"previous-{version}", device.ring, [target_spec(target)], version=version
     )
-    store = Store.open(device.db_path)
+    store = Journal.open(device.db_path)
     try:
         verify_bundle_sync(
             base,
@@ -93,7 +93,7 @@ def seed_previous_update(device: Device, *, version: int = 1, target: int = 41) 
         )
         spec = target_spec(target)
         record = store.begin_install(
-            target_name=spec.name, version=target, ostree_hash=spec.ostree_commit, apps=spec.apps
+            target_name=spec.name, version=target, ostree_commit=spec.ostree_commit, apps=spec.apps
         )
         store.finish_install(
             record.id, state="done", result_code=0, result_message="ok", make_current=True

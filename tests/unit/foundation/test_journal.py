@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from aklited.engine.journal import SCHEMA_VERSION, Store
-from aklited.errors import AppsError, StoreError
-from aklited.outcomes import StatusCode
+from aklited.engine.journal import SCHEMA_VERSION, Journal
+from aklited.errors import AppsError, AppsRunError, JournalError
 
 
 @pytest.fixture
@@ -16,7 +15,7 @@ def db(tmp_path: Path) -> Path:
 
 
 def test_new_journal_is_wal_full_and_versioned(db: Path) -> None:
-    with Store.open(db):
+    with Journal.open(db):
         pass
     conn = sqlite3.connect(db)
     try:
@@ -28,9 +27,9 @@ def test_new_journal_is_wal_full_and_versioned(db: Path) -> None:
 
 
 def test_install_lifecycle_and_events(db: Path) -> None:
-    with Store.open(db) as store:
+    with Journal.open(db) as store:
         first = store.begin_install(
-            target_name="rpi4-lmp-1", version=1, ostree_hash="aa" * 32, apps={"app1": "u1"}
+            target_name="rpi4-lmp-1", version=1, ostree_commit="aa" * 32, apps={"app1": "u1"}
         )
         store.finish_install(
             first.id, state="current", result_code=0, result_message="ok", make_current=True
@@ -38,7 +37,7 @@ def test_install_lifecycle_and_events(db: Path) -> None:
         second = store.begin_install(
             target_name="rpi4-lmp-2",
             version=2,
-            ostree_hash="bb" * 32,
+            ostree_commit="bb" * 32,
             apps={"app1": "u2"},
             previous_id=first.id,
             custom={"tags": ["main"]},
@@ -61,16 +60,16 @@ def test_install_lifecycle_and_events(db: Path) -> None:
 
 
 def test_step_records_before_body_and_failure_after(db: Path) -> None:
-    with Store.open(db) as store:
-        install = store.begin_install(target_name="t", version=1, ostree_hash="c", apps={})
+    with Journal.open(db) as store:
+        install = store.begin_install(target_name="t", version=1, ostree_commit="c", apps={})
         seen_inside: list[str] = []
         with pytest.raises(AppsError), store.step(install.id, "loading-images", app="a"):
             # the transition is durable before the side effect: another reader sees it
-            with Store.open_readonly(db) as reader:  # type: ignore[union-attr]
+            with Journal.open_readonly(db) as reader:  # type: ignore[union-attr]
                 rec = reader.get_install(install.id)
                 assert rec is not None
                 seen_inside.append(rec.state)
-            raise AppsError("image load failed", code=StatusCode.IMAGE_LOAD_FAILED)
+            raise AppsRunError("image load failed")
         assert seen_inside == ["loading-images"]
         events = store.events(install.id)
         assert [e.state for e in events] == ["started", "loading-images", "loading-images-failed"]
@@ -81,7 +80,7 @@ def test_step_records_before_body_and_failure_after(db: Path) -> None:
 
 
 def test_tuf_metadata_per_role_and_version(db: Path) -> None:
-    with Store.open(db) as store:
+    with Journal.open(db) as store:
         assert store.tuf_latest("root") is None
         store.tuf_save("root", 1, b"r1")
         store.tuf_save("root", 3, b"r3")
@@ -99,22 +98,22 @@ def test_tuf_metadata_per_role_and_version(db: Path) -> None:
 
 
 def test_readonly_never_writes(db: Path) -> None:
-    assert Store.open_readonly(db) is None
+    assert Journal.open_readonly(db) is None
     assert not db.exists()
-    with Store.open(db) as store:
+    with Journal.open(db) as store:
         store.tuf_save("root", 1, b"r1")
     before = db.read_bytes()
-    reader = Store.open_readonly(db)
+    reader = Journal.open_readonly(db)
     assert reader is not None
     with reader:
         assert reader.tuf_latest("root") == b"r1"
-        with pytest.raises(StoreError, match="read-only"):
+        with pytest.raises(JournalError, match="read-only"):
             reader.tuf_save("root", 2, b"r2")
     assert db.read_bytes() == before
 
 
 def test_settings(db: Path) -> None:
-    with Store.open(db) as store:
+    with Journal.open(db) as store:
         store.set_setting("aktualizr-lite-was-running", "1")
         assert store.get_setting("aktualizr-lite-was-running") == "1"
         store.set_setting("aktualizr-lite-was-running", None)
@@ -125,15 +124,15 @@ def test_garbage_file_is_reported_not_replaced(db: Path) -> None:
     db.parent.mkdir(parents=True)
     db.write_bytes(b"this is not a database at all" * 100)
     before = db.read_bytes()
-    with pytest.raises(StoreError, match="not an SQLite database"):
-        Store.open(db)
-    with pytest.raises(StoreError, match="not an SQLite database"):
-        Store.open_readonly(db)
+    with pytest.raises(JournalError, match="not an SQLite database"):
+        Journal.open(db)
+    with pytest.raises(JournalError, match="not an SQLite database"):
+        Journal.open_readonly(db)
     assert db.read_bytes() == before
 
 
 def test_truncated_database_is_reported(db: Path) -> None:
-    with Store.open(db) as store:
+    with Journal.open(db) as store:
         for i in range(200):
             store.record(None, f"event-{i}", payload="x" * 200)
     # fold the WAL into the main file, then cut the file in the middle of its pages
@@ -144,8 +143,8 @@ def test_truncated_database_is_reported(db: Path) -> None:
     assert len(data) > 8192
     db.write_bytes(data[: len(data) // 2 + 100])
     before = db.read_bytes()
-    with pytest.raises(StoreError, match="damaged"):
-        Store.open(db)
+    with pytest.raises(JournalError, match="damaged"):
+        Journal.open(db)
     assert db.read_bytes() == before
 
 
@@ -156,17 +155,17 @@ def test_foreign_sqlite_database_is_refused(db: Path) -> None:
     conn.commit()
     conn.close()
     before = db.read_bytes()
-    with pytest.raises(StoreError, match="not an aklited journal"):
-        Store.open(db)
+    with pytest.raises(JournalError, match="not an aklited journal"):
+        Journal.open(db)
     assert db.read_bytes() == before
 
 
 def test_newer_schema_is_refused(db: Path) -> None:
-    with Store.open(db):
+    with Journal.open(db):
         pass
     conn = sqlite3.connect(db)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="newer than this aklited"):
-        Store.open(db)
+    with pytest.raises(JournalError, match="newer than this aklited"):
+        Journal.open(db)

@@ -1,0 +1,91 @@
+"""The engine's apps port over :class:`~aklited.apps.adapter.ComposeApps`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import structlog
+
+from aklited.apps.adapter import ComposeApps
+from aklited.apps.model import App
+from aklited.engine.ports import ByteProgress
+from aklited.errors import AppsError
+
+log = structlog.get_logger(__name__)
+
+
+class ComposeAppsPort:
+    """AppsPort over :class:`~aklited.apps.adapter.ComposeApps`."""
+
+    def __init__(self, apps: ComposeApps) -> None:
+        self._apps = apps
+
+    async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
+        # Only weighs the progress: whatever is wrong with the apps, stage() finds and says
+        # it with the whole verification behind it.
+        try:
+            return await self._apps.blob_bytes(src_store, apps)
+        except AppsError as e:
+            log.info("app sizes unknown before staging", error=str(e))
+            return 0
+
+    async def stage(
+        self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
+    ) -> None:
+        verified = await self._apps.verify(src_store, apps)
+        total = _blob_bytes(verified)
+
+        def copied(done: int, needed: int, message: str) -> None:
+            # Blobs already in the device store count as done from the start.
+            if progress is not None:
+                progress(total - needed + done, total, message)
+
+        await self._apps.fetch(src_store, verified, progress=copied)
+        await self._apps.load(verified)
+        if progress is not None:
+            progress(total, total, f"loaded the images of {len(verified)} apps")
+
+    async def verify_content(self, src_store: Path, apps: Mapping[str, str]) -> tuple[int, int]:
+        verified = await self._apps.verify(src_store, apps)
+        return len(verified), sum(len(app.blobs()) for app in verified)
+
+    async def start(self, apps: Mapping[str, str]) -> None:
+        verified = await self._apps.verify_local(apps)
+        # Images may be gone (a dockerd with a fresh data root): loading skips present ones.
+        await self._apps.load(verified)
+        await self._apps.install(verified)
+        await self._apps.start(verified)
+
+    async def in_place(self, apps: Mapping[str, str]) -> bool:
+        if not apps:
+            return True
+        try:
+            verified = await self._apps.verify_local(apps, quick=True)
+        except AppsError:  # absent or damaged: not in place, install again
+            return False
+        statuses = await self._apps.check_running(verified)
+        return all(status.running for status in statuses.values())
+
+    async def retire(self, keep: Mapping[str, str]) -> None:
+        dropped = [name for name in await self._apps.installed() if name not in keep]
+        if dropped:
+            await self._apps.remove(dropped)
+        verified = await self._apps.verify_local(keep, quick=True) if keep else ()
+        await self._apps.prune(verified)
+
+    async def states(self, apps: Mapping[str, str]) -> dict[str, str]:
+        try:
+            verified = await self._apps.verify_local(apps, quick=True)
+        except AppsError as e:  # reported as the app's state
+            return dict.fromkeys(apps, f"not installed ({e})")
+        statuses = await self._apps.check_running(verified)
+        return {
+            name: "running" if status.running else "not running"
+            for name, status in statuses.items()
+        }
+
+
+def _blob_bytes(apps: Sequence[App]) -> int:
+    unique = {blob.hex: blob.size for app in apps for blob in app.blobs()}
+    return sum(unique.values())
