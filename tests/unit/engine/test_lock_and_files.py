@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import os
+import asyncio
 import signal
 import subprocess
 import sys
@@ -9,50 +9,51 @@ from pathlib import Path
 
 import pytest
 
-from aklited.errors import LockError
+from aklited.errors import LockHeldError
 from aklited.host.current_target import write_current_target
 from aklited.host.files import atomic_write
 from aklited.host.lock import UpdateLock
 
 HOLDER = textwrap.dedent(
     """
-    import sys, time
-    from pathlib import Path
-    from aklited.host.lock import UpdateLock
-    lock = UpdateLock(Path(sys.argv[1]))
-    lock.acquire()
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
     print("held", flush=True)
     time.sleep(60)
     """
 )
 
 
-def test_lock_held_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+async def test_lock_held_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "aklite.lock"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, str(path), stdout=asyncio.subprocess.PIPE
+    )
     try:
         assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == b"held"
-        with pytest.raises(LockError, match="another aklite tool holds the update lock"):
-            UpdateLock(path).acquire()
+        assert (await holder.stdout.readline()).strip() == b"held"
+        with pytest.raises(LockHeldError, match="another aklite tool holds the update lock"):
+            async with UpdateLock(path).hold():
+                pass
         # a holder killed with SIGKILL does not wedge the lock
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=10)
-        with UpdateLock(path):
+        holder.send_signal(signal.SIGKILL)
+        await holder.wait()
+        async with UpdateLock(path).hold():
             pass
     finally:
-        if holder.poll() is None:
+        if holder.returncode is None:
             holder.kill()
-            holder.wait()
-        if holder.stdout:
-            holder.stdout.close()
+            await holder.wait()
 
 
-def test_lock_is_exclusive_within_a_process(tmp_path: Path) -> None:
+async def test_lock_is_exclusive_within_a_process(tmp_path: Path) -> None:
     path = tmp_path / "aklite.lock"
-    with UpdateLock(path), pytest.raises(LockError):
-        UpdateLock(path).acquire()
-    with UpdateLock(path):
+    async with UpdateLock(path).hold():
+        with pytest.raises(LockHeldError):
+            async with UpdateLock(path).hold():
+                pass
+    async with UpdateLock(path).hold():
         pass
 
 
