@@ -11,6 +11,7 @@ lint: setup
 	$(VENV)/bin/ruff check aklited aklite_bundle aklited_sim tests bench
 	$(VENV)/bin/ruff format --check aklited aklite_bundle aklited_sim tests bench
 	$(VENV)/bin/mypy --strict
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: lint
 	$(PY) -m pytest -q tests

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -65,17 +64,18 @@ lock_path = "{root}/run/lock/aklite.lock"
     return conf
 
 
-def aklite_offline(conf: Path, *args: str) -> int:
+async def aklite_offline(conf: Path, *args: str) -> int:
     argv = ["aklite-offline", "-c", str(conf), "--log-level", "3", *args]
     print("$ " + " ".join(argv), flush=True)
     # No system bus here: aklited says so once and leaves services alone.
     env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
     env["DBUS_SYSTEM_BUS_ADDRESS"] = "unix:path=/nonexistent"
-    done = subprocess.run(
-        [sys.executable, "-m", "aklited.cli.offline", *argv[1:]], env=env, check=False
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aklited.cli.offline", *argv[1:], env=env
     )
-    print(f"(exit code {done.returncode})", flush=True)
-    return done.returncode
+    code = await process.wait()
+    print(f"(exit code {code})", flush=True)
+    return code
 
 
 async def publish(work: Path, repo: Path, ring: Keyring, drive: Path) -> tuple[TargetSpec, Path]:
@@ -134,8 +134,8 @@ async def demo(work: Path) -> int:
             print(f"bundle {bundle}: {target.name}, app hello")
             drive.remount(options="ro,nosuid,nodev,noexec")
             say("The drive is plugged in: check, then install")
-            aklite_offline(conf, "check", "-s", str(bundle))
-            code = aklite_offline(conf, "install", "-s", str(bundle))
+            await aklite_offline(conf, "check", "-s", str(bundle))
+            code = await aklite_offline(conf, "install", "-s", str(bundle))
         if code != 100:
             print("install did not ask for a reboot", file=sys.stderr)
             return 1
@@ -143,9 +143,9 @@ async def demo(work: Path) -> int:
         (root / "run/aktualizr-session/need_reboot").unlink(missing_ok=True)
         await reboot(device)
         say("After boot: finalize the update and start the apps")
-        code = aklite_offline(conf, "run")
-        aklite_offline(conf, "current")
-        logs = dockerd.cli("logs", "hello-hello-1", check=False)
+        code = await aklite_offline(conf, "run")
+        await aklite_offline(conf, "current")
+        logs = await asyncio.to_thread(dockerd.cli, "logs", "hello-hello-1", check=False)
         print(f"app output: {logs.stdout.strip()}")
         motd = (root / "var/sota/current-target").read_text()
         print(f"/var/sota/current-target:\n{motd}")

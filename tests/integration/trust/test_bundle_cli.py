@@ -13,7 +13,7 @@ import pytest
 
 from aklite_bundle.signing import Keyring
 from aklited.cli.offline_check import check
-from aklited.engine.journal import Store
+from aklited.engine.journal import Journal
 from tests.helpers.tuf_repo import (
     HWID,
     TAG,
@@ -102,20 +102,23 @@ async def test_created_bundle_is_accepted_by_a_device(
     )
     assert await done.wait() == 0
     (tmp_path / "device").mkdir()
-    device = device_trusting(tmp_path, keys)
+    device = await asyncio.to_thread(device_trusting, tmp_path, keys)
     assert not device.db_path.exists()
     assert await check(device.config, bundle) == 16  # first use: provisioned root, no journal
     assert not device.db_path.exists()
     assert f"OSTree commit: {commit}" in capsys.readouterr().out
 
-    store = Store.open(device.db_path)
-    record = store.begin_install(
-        target_name=f"{HWID}-lmp-42", version=42, ostree_hash=commit, apps={}
-    )
-    store.finish_install(
-        record.id, state="done", result_code=0, result_message="", make_current=True
-    )
-    store.close()
+    def record_current() -> None:
+        store = Journal.open(device.db_path)
+        record = store.begin_install(
+            target_name=f"{HWID}-lmp-42", version=42, ostree_commit=commit, apps={}
+        )
+        store.finish_install(
+            record.id, state="done", result_code=0, result_message="", make_current=True
+        )
+        store.close()
+
+    await asyncio.to_thread(record_current)
     assert await check(device.config, bundle) == 0
     assert "already runs" in capsys.readouterr().out
 

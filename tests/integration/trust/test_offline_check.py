@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import struct
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aklited.cli.offline_check import check
-from aklited.engine.journal import Store
+from aklited.engine.journal import Journal
 from aklited_sim.loopfs import loop_ext4
 from tests.helpers.tuf_repo import keyring, target_spec, write_foundries_bundle
 
@@ -39,14 +40,18 @@ async def test_bundle_with_current_target_is_0(
 async def test_bundle_older_than_device_metadata_uses_stored_copy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dev = make_device(tmp_path, ring=keyring())
-    store = Store.open(dev.db_path)
+    dev = await asyncio.to_thread(make_device, tmp_path, ring=keyring())
     newer = write_foundries_bundle(tmp_path / "newer", dev.ring, [target_spec(43)], version=3)
-    for role in ("timestamp", "snapshot", "targets"):
-        store.tuf_save(role, 3, (newer / "tuf" / f"{role}.json").read_bytes())
-    for version, raw in enumerate(dev.ring.roots, start=1):
-        store.tuf_save("root", version, raw)
-    store.close()
+
+    def seed() -> None:
+        store = Journal.open(dev.db_path)
+        for role in ("timestamp", "snapshot", "targets"):
+            store.tuf_save(role, 3, (newer / "tuf" / f"{role}.json").read_bytes())
+        for version, raw in enumerate(dev.ring.roots, start=1):
+            store.tuf_save("root", version, raw)
+        store.close()
+
+    await asyncio.to_thread(seed)
     older = write_foundries_bundle(tmp_path / "older", dev.ring, [target_spec(43)], version=2)
     before = dev.state()
     assert await check(dev.config, older) == 16

@@ -3,6 +3,7 @@ with its code and a message naming the file, and leaves the device's files byte-
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from aklite_bundle.signing import expires_in, sign_document
 from aklited.cli.offline_check import check
-from aklited.engine.journal import Store
+from aklited.engine.journal import Journal
 from tests.helpers.tuf_repo import (
     edit_document,
     fresh_key,
@@ -120,10 +121,10 @@ def unknown_method(path: Path) -> None:
     edit_document(path, change)
 
 
-def seed_store(change: Callable[[Store, Device], None]) -> Callable[[Device, Path], None]:
+def seed_store(change: Callable[[Journal, Device], None]) -> Callable[[Device, Path], None]:
     def build(d: Device, dst: Path) -> None:
         good(d, dst)
-        store = Store.open(d.db_path)
+        store = Journal.open(d.db_path)
         try:
             change(store, d)
         finally:
@@ -132,14 +133,14 @@ def seed_store(change: Callable[[Store, Device], None]) -> Callable[[Device, Pat
     return build
 
 
-def stored_newer_timestamp_only(store: Store, d: Device) -> None:
+def stored_newer_timestamp_only(store: Journal, d: Device) -> None:
     newer = write_foundries_bundle(d.root / "newer", d.ring, [target_spec(43)], version=5)
     store.tuf_save("timestamp", 5, (newer / "tuf" / "timestamp.json").read_bytes())
     store.tuf_forget("snapshot")
     store.tuf_forget("targets")
 
 
-def stored_snapshot_lists_newer_targets(store: Store, d: Device) -> None:
+def stored_snapshot_lists_newer_targets(store: Journal, d: Device) -> None:
     """The device trusts snapshot 1 listing targets version 7 (and no targets file)."""
 
     def newer_targets(signed: dict[str, Any]) -> None:
@@ -547,7 +548,7 @@ async def test_attack_refused(
     attack: Attack, device: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundle = tmp_path / "bundle"
-    attack.build(device, bundle)
+    await asyncio.to_thread(attack.build, device, bundle)
     capsys.readouterr()
     before = device.state()
     code = await check(device.config, bundle)
