@@ -8,9 +8,12 @@ update lock, the reboot marker and current-target (:mod:`aklited.host`).
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
+from aklited.apps.absent import NoApps
 from aklited.bundle.device import DeviceFacts
 from aklited.bundle.port import BundleTrust
 from aklited.config import Config
@@ -22,6 +25,10 @@ from aklited.host.lock import UpdateLock
 from aklited.host.reboot import RebootMarker
 from aklited.host.systemd import NoSystemd, connect_systemd
 from aklited.rootfs.sysroot import OstreeSysroot
+
+if TYPE_CHECKING:
+    from aklited.apps.adapter import ComposeApps
+    from aklited.apps.port import ComposeAppsPort
 
 
 def device_facts(config: Config) -> DeviceFacts:
@@ -37,21 +44,19 @@ def device_facts(config: Config) -> DeviceFacts:
 
 async def _apps_port(config: Config, stack: AsyncExitStack) -> AppsPort:
     if config.pacman.type == "ostree":
-        # A device without Compose Apps never imports the Docker client libraries.
-        from aklited.apps.absent import NoApps  # noqa: PLC0415
-
-        return NoApps()
-    from aklited.apps.adapter import ComposeApps  # noqa: PLC0415
-    from aklited.apps.port import ComposeAppsPort  # noqa: PLC0415
-
-    apps = ComposeApps(
+        return NoApps()  # a device without Compose Apps never imports the Docker clients
+    # The Docker client libraries are imported on first use, and importing reads files:
+    # off the loop.
+    port = await asyncio.to_thread(importlib.import_module, "aklited.apps.port")
+    apps: ComposeApps = port.ComposeApps(
         store_root=config.pacman.reset_apps_root,
         compose_root=config.pacman.compose_apps_root,
         docker_host=config.aklited.docker_host,
         compose_bin=config.pacman.docker_compose_bin,
     )
     stack.push_async_callback(apps.close)
-    return ComposeAppsPort(apps)
+    port_type: type[ComposeAppsPort] = port.ComposeAppsPort
+    return port_type(apps)
 
 
 @asynccontextmanager
