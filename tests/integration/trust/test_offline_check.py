@@ -67,6 +67,15 @@ async def test_missing_bundle_directory_is_14(
     assert "nowhere" in capsys.readouterr().err
 
 
+async def test_an_unreadable_bundle_directory_is_4_not_a_traceback(
+    device: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ENAMETOOLONG stands in for the EIO of a failing drive: the path cannot be looked up.
+    assert await check(device.config, tmp_path / ("x" * 300)) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("aklite-offline: error: ") and "cannot be read" in err
+
+
 async def test_symlink_inside_bundle_is_fine(device: Device, tmp_path: Path) -> None:
     bundle = write_foundries_bundle(tmp_path / "b", device.ring, [target_spec(42)], version=2)
     real = bundle / "tuf" / "real-targets.json"

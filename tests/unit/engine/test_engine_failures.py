@@ -281,3 +281,47 @@ async def test_a_simulated_kill_is_not_settled_by_the_engine(rig: Rig) -> None:
 
     assert (await rig.latest()).state == Phase.PULLING
     assert await rig.failures((await rig.latest()).id) == []
+
+
+async def test_a_cancel_after_the_deployment_took_effect_waits_for_the_reboot_and_ends_cancelled(
+    rig: Rig,
+) -> None:
+    target = make_target(2)
+    gate = rig.device.faults.gate("rootfs.deploy.after")
+    task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
+    await gate.entered.wait()
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    # The caller asked to stop, and is told so; the device boots the new rootfs next, and
+    # the journal says it waits for that.
+    assert task.cancelled()
+    assert rig.device.rootfs.pending == target.ostree_commit
+    assert (await rig.latest()).state == Phase.AWAITING_REBOOT
+    assert rig.device.reboot_marker.marked
+
+
+async def test_a_failing_clean_up_does_not_replace_the_failure(rig: Rig) -> None:
+    rig.device.faults.fail("rootfs.pull", RootfsNoSpaceError("no space for the commit"))
+    rig.device.faults.fail("services.start_unit", ServiceError("StartUnit: job failed"))
+
+    with pytest.raises(RootfsNoSpaceError) as raised:
+        await rig.engine.install(rig.bundle(make_target(2)))
+
+    assert raised.value.code == StatusCode.NO_SPACE
+    assert any("StartUnit: job failed" in note for note in raised.value.__notes__)
+    install = await rig.latest()
+    assert (install.state, install.result_code) == (Phase.FAILED, StatusCode.NO_SPACE)
+    assert not rig.device.lock.held
+
+
+async def test_failures_are_not_kept_once_a_call_has_ended(rig: Rig) -> None:
+    # A daemon runs for years: a failed call must not leave its exception (and the frames
+    # it holds) behind in the engine.
+    rig.device.faults.fail("trust.select", MetadataMissingError("tuf/root.json: is missing"))
+    with pytest.raises(MetadataMissingError):
+        await rig.engine.install(rig.bundle(make_target(2)))
+
+    assert rig.engine._journalled == []

@@ -92,3 +92,17 @@ def test_current_target_is_sourceable_by_sh(tmp_path: Path) -> None:
     ).stdout
     assert out == 'rpi4-lmp-42|42|abc|evil"$(touch pwned)`x`|main'
     assert not (tmp_path / "pwned").exists()
+
+
+async def test_a_cancelled_take_gives_the_lock_back(tmp_path: Path) -> None:
+    path = tmp_path / "aklite.lock"
+    lock = UpdateLock(path)
+    # Cancelled before the worker thread has run: the thread takes the lock all the same,
+    # and the lock must be free afterwards.
+    entering = asyncio.ensure_future(lock.hold().__aenter__())
+    await asyncio.sleep(0)
+    entering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await entering
+    async with UpdateLock(path).hold():
+        pass
