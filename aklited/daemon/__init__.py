@@ -1,6 +1,6 @@
 """The daemon: udev -> media -> engine -> D-Bus.
 
-Planned parts (DESIGN section 2): ``runner`` (setup and teardown, sd_notify), ``jobs`` (one
-update at a time), ``media`` (udev, safe mounts, bundle discovery) and ``service`` (the D-Bus
-interface). Only the entry point exists in this build.
+``runner`` owns setup and teardown (and sd_notify through ``notify``), ``jobs`` runs one
+update at a time and keeps the status, ``service`` is the D-Bus interface. ``media`` (udev,
+safe mounts, bundle discovery) comes next.
 """

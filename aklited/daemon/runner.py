@@ -1,16 +1,192 @@
 """``aklited``: the long-running daemon (udev -> media -> engine -> D-Bus).
 
-Not part of this build yet: the engine it wraps comes first.
+One owner of setup and teardown (an AsyncExitStack: everything is closed in reverse order,
+every clean-up runs). At start the daemon finishes a pending update before it tells systemd
+it is ready, so aktualizr-lite (ordered after it) never sees a half-finished update. SIGTERM
+cancels an update under way at its next await; the engine settles the journal as for any
+failure, and the next start picks up whatever waits.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import signal
 import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import structlog
+from dbus_fast import BusType
+from dbus_fast.aio import MessageBus
+from dbus_fast.constants import RequestNameReply
+
+from aklited.config import Config, load_config
+from aklited.daemon.jobs import Jobs, Status
+from aklited.daemon.notify import Notifier
+from aklited.daemon.service import BUS_NAME, OBJECT_PATH, UpdaterService
+from aklited.engine.model import Outcome
+from aklited.engine.ports import ServicesPort
+from aklited.errors import AkliteError, ServiceError
+from aklited.host.logind import request_reboot
+from aklited.host.systemd import connect_systemd
+from aklited.log import AKLITE_LOG_LEVELS, configure_logging
+from aklited.outcomes import StatusCode
+from aklited.wiring import build_engine
+
+PROG = "aklited"
+DOCKER_UNIT = "docker.service"
+
+log = structlog.get_logger(PROG)
 
 
-def main() -> int:
-    print("aklited: the daemon is not available in this build yet", file=sys.stderr)
-    return 1
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Offline updates from removable media, with nobody at a keyboard: "
+        "status and control on the system bus (io.foundries.aklited).",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="a *.toml file or a directory of them; repeat to add more (later ones win)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=int,
+        choices=range(6),
+        default=2,
+        metavar="0..5",
+        help="0 trace, 1 debug, 2 info (default), 3 warning, 4 error, 5 fatal",
+    )
+    return parser
+
+
+def status_line(status: Status) -> str:
+    """What ``systemctl status aklited`` shows."""
+    current = status.current.get("name", "unknown")
+    match str(status.state):
+        case "idle":
+            return f"idle; running {current}"
+        case "awaiting-reboot":
+            return f"{status.pending.get('name', 'an update')} waits for a reboot"
+        case "awaiting-docker-restart":
+            return f"{status.pending.get('name', 'an update')} waits for dockerd to restart"
+        case state:
+            percent, message, _ = status.progress
+            return f"{state} {percent}%: {message}" if message else str(state)
+
+
+class Daemon:
+    """The parts of a running aklited, built and torn down by :func:`serve`."""
+
+    def __init__(self, config: Config, notifier: Notifier) -> None:
+        self.config = config
+        self.notifier = notifier
+        self.stop = asyncio.Event()
+        self.bus: MessageBus | None = None
+        self.services: ServicesPort | None = None
+        self.service: UpdaterService | None = None
+        self.jobs = Jobs(self._status_changed)
+
+    def _status_changed(self, before: Status, after: Status) -> None:
+        if self.service is not None:
+            self.service.status_changed(before, after)
+        if (before.state, before.progress[0] // 10) != (after.state, after.progress[0] // 10):
+            self.notifier.status(status_line(after))
+
+    async def after_update(self, outcome: Outcome) -> bool:
+        """Act on an update's result; True when it should be finished (run) at once."""
+        if outcome.code == StatusCode.NEEDS_DOCKER_RESTART:
+            assert self.services is not None
+            log.info("restarting dockerd to finish the update", unit=DOCKER_UNIT)
+            await self.services.restart_unit(DOCKER_UNIT)
+            return True
+        if outcome.code == StatusCode.NEEDS_REBOOT and self.config.aklited.auto_reboot:
+            delay = self.config.aklited.reboot_delay_s
+            log.info("rebooting to finish the update", delay_s=delay, target=outcome.target)
+            self.notifier.status(f"{outcome.target} is installed: rebooting in {delay} s")
+            await asyncio.sleep(delay)
+            assert self.bus is not None
+            await request_reboot(self.bus)
+        return False
+
+
+async def _connect(stack: AsyncExitStack) -> MessageBus:
+    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    bus = await (
+        MessageBus(bus_address=address) if address else MessageBus(bus_type=BusType.SYSTEM)
+    ).connect()
+
+    async def disconnect() -> None:
+        bus.disconnect()
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+
+    stack.push_async_callback(disconnect)
+    return bus
+
+
+async def serve(config: Config, notifier: Notifier) -> int:
+    daemon = Daemon(config, notifier)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.stop.set)
+    async with AsyncExitStack() as stack:
+        daemon.bus = await _connect(stack)
+        daemon.services = await connect_systemd()
+        stack.push_async_callback(daemon.services.close)
+        engine = await stack.enter_async_context(
+            build_engine(config, observer=daemon.jobs, services=daemon.services)
+        )
+        daemon.jobs.attach(engine, after=daemon.after_update)
+        daemon.service = UpdaterService(daemon.jobs)
+        daemon.bus.export(OBJECT_PATH, daemon.service)
+        stack.callback(daemon.bus.unexport, OBJECT_PATH)
+        reply = await daemon.bus.request_name(BUS_NAME)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            raise ServiceError(f"{BUS_NAME} is owned by another process ({reply.name})")
+        await daemon.jobs.refresh_quietly()
+        if daemon.jobs.status.pending:
+            # Finalizing starts apps and may roll back: give systemd's start timeout room.
+            notifier.extend_timeout(600)
+            notifier.status(f"finishing {daemon.jobs.status.pending.get('name')}")
+            await daemon.jobs.run_now()
+        notifier.ready(status_line(daemon.jobs.status))
+        log.info("aklited ready", bus_name=BUS_NAME, state=str(daemon.jobs.status.state))
+        watchdog = asyncio.create_task(notifier.watchdog(), name="aklited-watchdog")
+        stack.push_async_callback(_cancel, watchdog)
+        await daemon.stop.wait()
+        notifier.stopping("stopping")
+        log.info("aklited stopping")
+        await daemon.jobs.cancel()
+    return 0
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    journald = bool(os.environ.get("JOURNAL_STREAM"))
+    configure_logging(
+        target="journald" if journald else "console", level=AKLITE_LOG_LEVELS[args.log_level]
+    )
+    notifier = Notifier()
+    try:
+        config = load_config(args.config or None)
+        return asyncio.run(serve(config, notifier))
+    except AkliteError as e:
+        log.error("aklited cannot run", error=e.message, code=int(e.code))  # noqa: TRY400
+        print(f"{PROG}: error: {e.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

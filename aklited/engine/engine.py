@@ -365,6 +365,13 @@ class Engine:
             initial=record.target_name == INITIAL_TARGET,
         )
 
+    async def pending(self) -> tuple[Target, Phase] | None:
+        """The install waiting for a reboot, a dockerd restart or its finalize, and where."""
+        latest = await self._latest()
+        if latest is None or latest.state not in PENDING:
+            return None
+        return _target(latest), Phase(latest.state)
+
     # ---- check ------------------------------------------------------------------------------
 
     async def check(self, src_dir: Path, *, deep: bool = False) -> CheckResult:

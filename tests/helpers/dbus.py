@@ -187,3 +187,50 @@ def systemd_mock(address: str, workdir: Path) -> Iterator[SystemdMock]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+@dataclass
+class LogindMock:
+    address: str
+    log_path: Path
+
+    def calls(self) -> list[str]:
+        """The logind Manager methods called so far, in order, with their arguments."""
+        lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
+        return [line.split(" ", 1)[1] for line in lines if " " in line]
+
+
+@contextmanager
+def logind_mock(address: str, workdir: Path) -> Iterator[LogindMock]:
+    """Run python-dbusmock's logind template on the bus at ``address``; it records Reboot."""
+    log_path = workdir / "logind-mock.log"
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dbusmock", "--template", "logind", "-l", str(log_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                _gdbus_call(
+                    address,
+                    "org.freedesktop.login1",
+                    "/org/freedesktop/login1",
+                    "org.freedesktop.DBus.Introspectable.Introspect",
+                )
+                break
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield LogindMock(address=address, log_path=log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

@@ -1,0 +1,195 @@
+"""aklited as a process on a private system bus: D-Bus status and control, the reboot through
+logind, and the update finished at the next start before READY=1.
+
+Real: the daemon, the bus, the sysroot, dockerd, signed bundles, the sd_notify datagrams.
+Stood in for: PID 1 and logind (python-dbusmock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbus_fast.aio import MessageBus
+from dbus_fast.introspection import Node
+
+from aklited.daemon.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.helpers.dbus import LogindMock, SystemdMock, logind_mock
+from tests.integration.engine.harness import REPO_ROOT, Device, Factory, usb_drive
+
+pytestmark = [pytest.mark.root, pytest.mark.docker]
+
+INTROSPECTION_XML = REPO_ROOT / "packaging/dbus/io.foundries.aklited.Updater1.xml"
+SAFETY_S = 120  # only a safety net: every wait below is for an event
+
+
+@pytest.fixture
+def logind(system_bus: str, tmp_path: Path) -> Iterator[LogindMock]:
+    with logind_mock(system_bus, tmp_path / "dbus") as mock:
+        yield mock
+
+
+class Notifications:
+    """The NOTIFY_SOCKET systemd would own: the datagrams the daemon sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.received: list[str] = []
+
+    async def wait_for(self, line: str) -> None:
+        loop = asyncio.get_running_loop()
+        while not any(line in message.splitlines() for message in self.received):
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), SAFETY_S)
+            self.received.append(data.decode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@asynccontextmanager
+async def aklited(device: Device, tmp_path: Path, name: str) -> AsyncIterator[Notifications]:
+    """A running daemon for ``device``, ready (READY=1) on entry, stopped with SIGTERM on exit."""
+    notifications = Notifications(tmp_path / f"notify-{name}")
+    env = {**device.env(), "NOTIFY_SOCKET": str(notifications.path)}
+    log = (tmp_path / f"aklited-{name}.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aklited.daemon.runner", "-c", str(device.config_dir),
+        env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        ready = asyncio.ensure_future(notifications.wait_for("READY=1"))
+        exited = asyncio.ensure_future(process.wait())
+        await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        assert ready.done(), (tmp_path / f"aklited-{name}.log").read_text()
+        yield notifications
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), SAFETY_S)
+            assert code == 0, (tmp_path / f"aklited-{name}.log").read_text()
+        log.close()
+        notifications.close()
+
+
+async def aklitectl(device: Device, *args: str) -> tuple[int, Any]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aklited.cli.ctl", "--json", *args,
+        env=device.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), SAFETY_S)
+    assert process.returncode is not None
+    if args[0] in ("status", "check") and process.returncode in (0, 16):
+        return process.returncode, json.loads(out)
+    # install / run / watch: the last line is the result; a failure says why on stderr
+    lines = out.decode().strip().splitlines()
+    last = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else err.decode()
+    return process.returncode, last
+
+
+def daemon_config(device: Device) -> None:
+    (device.config_dir / "50-daemon.toml").write_text("[aklited]\nreboot_delay_s = 0\n")
+
+
+async def wait_for_reboot_request(logind: LogindMock) -> None:
+    # The request follows Completed; the mock's log is its only witness, so this waits for
+    # the line to appear (the timeout is a safety net, not a phase).
+    async with asyncio.timeout(SAFETY_S):
+        while not any(call.startswith("Reboot") for call in logind.calls()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_install_reboots_then_the_next_start_finishes_before_ready(
+    e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
+) -> None:
+    device, factory, systemd = e2e
+    daemon_config(device)
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    with usb_drive(tmp_path) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        async with aklited(device, tmp_path, "first"):
+            code, status = await aklitectl(device, "status")
+            assert (code, status["State"]) == (0, "idle")
+            assert status["CurrentTarget"]["name"] == "initial-target"
+
+            code, done = await aklitectl(device, "install", str(bundle))
+            assert code == 100, done
+            await wait_for_reboot_request(logind)
+
+            code, status = await aklitectl(device, "status")
+            assert status["State"] == "awaiting-reboot"
+            assert status["PendingTarget"]["name"] == v2.name
+            assert status["LastResult"][0] == 100
+    assert any(c.startswith('StopUnit "aktualizr-lite.service"') for c in systemd.calls())
+
+    await device.reboot()
+    async with aklited(device, tmp_path, "after-reboot") as notifications:
+        # READY=1 came after the finalize: the status is final at once.
+        code, status = await aklitectl(device, "status")
+    assert status["State"] == "idle"
+    assert status["CurrentTarget"]["name"] == v2.name
+    assert status["PendingTarget"] == {}
+    assert status["LastResult"][0] == 0
+    assert any("finishing" in message for message in notifications.received)
+    assert device.current()["Target"] == v2.name
+
+
+async def test_the_running_service_matches_its_introspection_file(
+    e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
+) -> None:
+    device, _, _ = e2e
+    async with aklited(device, tmp_path, "introspect"):
+        bus = await MessageBus(bus_address=device.bus_address).connect()
+        try:
+            node = await bus.introspect(BUS_NAME, OBJECT_PATH)
+        finally:
+            bus.disconnect()
+    running = next(i for i in node.interfaces if i.name == INTERFACE)
+    xml = await asyncio.to_thread(INTROSPECTION_XML.read_text)
+    shipped = next(i for i in Node.parse(xml).interfaces if i.name == INTERFACE)
+
+    def shape(interface: Any) -> dict[str, Any]:
+        return {
+            "methods": {
+                m.name: ([a.signature for a in m.in_args], [a.signature for a in m.out_args])
+                for m in interface.methods
+            },
+            "signals": {s.name: [a.signature for a in s.args] for s in interface.signals},
+            "properties": {p.name: (p.signature, p.access.value) for p in interface.properties},
+        }
+
+    assert shape(running) == shape(shipped)
+
+
+async def test_check_changes_nothing_and_without_auto_reboot_the_install_waits(
+    e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
+) -> None:
+    device, factory, _ = e2e
+    (device.config_dir / "50-daemon.toml").write_text("[aklited]\nauto_reboot = false\n")
+    v2 = await factory.release(2)
+    with usb_drive(tmp_path) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        async with aklited(device, tmp_path, "busy"):
+            code, result = await aklitectl(device, "check", str(bundle))
+            assert (code, result["target"]) == (16, v2.name)
+            code, status = await aklitectl(device, "status")
+            assert status["State"] == "idle" and status["PendingTarget"] == {}
+
+            code, done = await aklitectl(device, "install", str(bundle))
+            assert code == 100, done
+            # Pending now: another install of it answers as the first time, not a second one.
+            code, again = await aklitectl(device, "install", str(bundle))
+            assert code == 100, again
+    assert not any(call.startswith("Reboot") for call in logind.calls())
+    assert await asyncio.to_thread(device.sentinel.exists)
