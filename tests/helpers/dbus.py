@@ -77,12 +77,15 @@ def _kill(pid: int) -> None:
 
 
 @contextmanager
-def private_system_bus(workdir: Path) -> Iterator[str]:
-    """Start a dbus-daemon with a system-like config; yield its address; stop it by pid."""
+def private_system_bus(workdir: Path, *, config_text: str = BUS_CONFIG) -> Iterator[str]:
+    """Start a dbus-daemon with a system-like config; yield its address; stop it by pid.
+
+    ``config_text`` is formatted with ``socket`` (the listening socket's path).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     socket_path = workdir / "system_bus_socket"
     config = workdir / "system-like.conf"
-    config.write_text(BUS_CONFIG.format(socket=socket_path))
+    config.write_text(config_text.format(socket=socket_path))
     proc = subprocess.run(
         ["dbus-daemon", f"--config-file={config}", "--fork", "--print-address=1", "--print-pid=1"],
         capture_output=True,
