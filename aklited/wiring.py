@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
+
+import structlog
+from dbus_fast import BusType
+from dbus_fast.aio import MessageBus
 
 from aklited.apps.absent import NoApps
 from aklited.bundle.device import DeviceFacts
@@ -26,9 +31,27 @@ from aklited.host.reboot import RebootMarker
 from aklited.host.systemd import NoSystemd, connect_systemd
 from aklited.rootfs.sysroot import OstreeSysroot
 
+log = structlog.get_logger(__name__)
+
 if TYPE_CHECKING:
     from aklited.apps.adapter import ComposeApps
     from aklited.apps.port import ComposeAppsPort
+
+
+async def _logind(stack: AsyncExitStack) -> MessageBus | None:
+    """A bus to logind (for the shutdown inhibitor), or None where there is no system bus."""
+    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    try:
+        bus = await (
+            MessageBus(bus_address=address, negotiate_unix_fd=True)
+            if address
+            else MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
+        ).connect()
+    except (OSError, ValueError) as e:
+        log.info("no system bus: shutdowns are not held off during updates", error=str(e))
+        return None
+    stack.callback(bus.disconnect)
+    return bus
 
 
 def device_facts(config: Config) -> DeviceFacts:
@@ -68,6 +91,7 @@ async def build_engine(
     observer: EngineObserver | None = None,
     services: ServicesPort | None = None,
     checkpoint: Checkpoint | None = None,
+    logind: MessageBus | None = None,
 ) -> AsyncIterator[Engine]:
     """The engine for this device, with every connection closed on exit (in reverse order).
 
@@ -100,7 +124,10 @@ async def build_engine(
             ),
             apps=apps,
             services=services,
-            reboot=RebootMarker(config.bootloader.reboot_sentinel_dir / "need_reboot"),
+            reboot=RebootMarker(
+                config.bootloader.reboot_sentinel_dir / "need_reboot",
+                logind=logind if logind is not None or readonly else await _logind(stack),
+            ),
             lock=UpdateLock(config.aklited.lock_path),
             current_file=CurrentTargetFile(config.storage.current_target_path),
             observer=observer,

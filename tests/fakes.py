@@ -428,6 +428,7 @@ class FakeRebootMarker:
     def __init__(self, faults: FaultPlan) -> None:
         self._faults = faults
         self.marked = False
+        self.inhibitors: list[str] = []  # shutdowns held off, and why
 
     async def mark_needed(self) -> None:
         await self._faults.enter("reboot.mark_needed")
@@ -436,6 +437,14 @@ class FakeRebootMarker:
     async def needed(self) -> bool:
         await self._faults.enter("reboot.needed")
         return self.marked
+
+    @asynccontextmanager
+    async def inhibit(self, why: str) -> AsyncIterator[None]:
+        self.inhibitors.append(why)
+        try:
+            yield
+        finally:
+            self.inhibitors.remove(why)
 
 
 class FakeLock:

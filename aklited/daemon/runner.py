@@ -120,8 +120,11 @@ class Daemon:
 
 async def _connect(stack: AsyncExitStack) -> MessageBus:
     address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    # Unix fds: logind's shutdown inhibitor is a descriptor.
     bus = await (
-        MessageBus(bus_address=address) if address else MessageBus(bus_type=BusType.SYSTEM)
+        MessageBus(bus_address=address, negotiate_unix_fd=True)
+        if address
+        else MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
     ).connect()
 
     async def disconnect() -> None:
@@ -142,7 +145,7 @@ async def serve(config: Config, notifier: Notifier) -> int:
         daemon.services = await connect_systemd()
         stack.push_async_callback(daemon.services.close)
         engine = await stack.enter_async_context(
-            build_engine(config, observer=daemon.jobs, services=daemon.services)
+            build_engine(config, observer=daemon.jobs, services=daemon.services, logind=daemon.bus)
         )
         daemon.jobs.attach(engine, after=daemon.after_update)
         daemon.service = UpdaterService(daemon.jobs)

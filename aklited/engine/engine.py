@@ -588,29 +588,35 @@ class Engine:
             await self._apps.stage_size(src_dir / "apps", target.apps) if target.apps else 0
         )
         progress = _Progress(self._observer, apps_bytes=apps_bytes)
-        if rootfs_changes:
-            await self._step(
-                install,
-                Phase.PULLING,
-                lambda: self._rootfs.pull(
-                    source_repo=src_dir / "ostree_repo",
-                    commit=target.ostree_commit,
-                    on_progress=progress.rootfs,
-                ),
-                commit=target.ostree_commit,
-            )
-        if target.apps:
-            await self._step(
-                install,
-                Phase.STAGING_APPS,
-                lambda: self._apps.stage(src_dir / "apps", target.apps, progress=progress.apps),
-                apps=sorted(target.apps),
-            )
         if not rootfs_changes:
-            await self._record(install.id, Phase.AWAITING_DOCKER_RESTART)
-            return Outcome(
-                StatusCode.NEEDS_DOCKER_RESTART, f"apps of {target.name} are staged", target.name
-            )
+            return await self._stage_apps_only(install, target, src_dir, progress)
+        # A shutdown half-way through the copy or the deployment would cost the update.
+        async with self._reboot.inhibit(f"installing {target.name}"):
+            return await self._copy_and_deploy(install, target, src_dir, progress)
+
+    async def _stage_apps_only(
+        self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
+    ) -> Outcome:
+        await self._stage(install, target, src_dir, progress)
+        await self._record(install.id, Phase.AWAITING_DOCKER_RESTART)
+        return Outcome(
+            StatusCode.NEEDS_DOCKER_RESTART, f"apps of {target.name} are staged", target.name
+        )
+
+    async def _copy_and_deploy(
+        self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
+    ) -> Outcome:
+        await self._step(
+            install,
+            Phase.PULLING,
+            lambda: self._rootfs.pull(
+                source_repo=src_dir / "ostree_repo",
+                commit=target.ostree_commit,
+                on_progress=progress.rootfs,
+            ),
+            commit=target.ostree_commit,
+        )
+        await self._stage(install, target, src_dir, progress)
         await self._step(
             install,
             Phase.DEPLOYING,
@@ -619,6 +625,17 @@ class Engine:
         )
         await self._record(install.id, Phase.AWAITING_REBOOT)
         return Outcome(StatusCode.NEEDS_REBOOT, f"{target.name} is deployed", target.name)
+
+    async def _stage(
+        self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
+    ) -> None:
+        if target.apps:
+            await self._step(
+                install,
+                Phase.STAGING_APPS,
+                lambda: self._apps.stage(src_dir / "apps", target.apps, progress=progress.apps),
+                apps=sorted(target.apps),
+            )
 
     async def _deploy(self, commit: str) -> None:
         await self._rootfs.deploy(commit=commit)
@@ -809,13 +826,14 @@ class Engine:
             await self._finish(pending, Phase.FAILED, StatusCode.ROLLBACK_FAILED, message)
             return Outcome(StatusCode.ROLLBACK_FAILED, message)
         if await self._rootfs.pending_commit() != previous.ostree_commit:
-            await self._step(
-                pending,
-                Phase.ROLLING_BACK,
-                lambda: self._deploy(previous.ostree_commit),
-                to=previous.target_name,
-                reason=reason,
-            )
+            async with self._reboot.inhibit(f"rolling back to {previous.target_name}"):
+                await self._step(
+                    pending,
+                    Phase.ROLLING_BACK,
+                    lambda: self._deploy(previous.ostree_commit),
+                    to=previous.target_name,
+                    reason=reason,
+                )
         else:
             await self._reboot.mark_needed()
         await self._record(pending.id, Phase.AWAITING_ROLLBACK_REBOOT, to=previous.target_name)

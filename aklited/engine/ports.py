@@ -140,7 +140,8 @@ class ServicesPort(Protocol):
 
 
 class RebootPort(Protocol):
-    """Whether the device rebooted since a deployment (a marker on a tmpfs)."""
+    """Whether the device rebooted since a deployment (a marker on a tmpfs), and holding
+    shutdowns off while the rootfs is copied and deployed."""
 
     async def mark_needed(self) -> None:
         """Remember, until the next boot, that a deployment waits for a reboot."""
@@ -148,6 +149,10 @@ class RebootPort(Protocol):
 
     async def needed(self) -> bool:
         """True until the device rebooted after :meth:`mark_needed`."""
+        ...
+
+    def inhibit(self, why: str) -> AbstractAsyncContextManager[None]:
+        """Keep the device from shutting down while held (best effort: logind may be absent)."""
         ...
 
 

@@ -7,6 +7,8 @@ written for.
 
 from __future__ import annotations
 
+import os
+
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
@@ -33,3 +35,31 @@ async def request_reboot(bus: MessageBus) -> None:
         detail = reply.body[0] if reply is not None and reply.body else "no reply"
         name = reply.error_name if reply is not None else "none"
         raise ServiceError(f"logind refused the reboot: {name}: {detail}")
+
+
+async def inhibit_shutdown(bus: MessageBus, why: str) -> int:
+    """Take a logind ``block`` inhibitor for shutdown; the returned fd holds it until closed.
+
+    The bus must have negotiated unix fds (``MessageBus(negotiate_unix_fd=True)``).
+    """
+    reply = await bus.call(
+        Message(
+            destination=LOGIND,
+            path=MANAGER_PATH,
+            interface=MANAGER_IFACE,
+            member="Inhibit",
+            signature="ssss",
+            body=["shutdown", "aklited", why, "block"],
+        )
+    )
+    if reply is None or reply.message_type == MessageType.ERROR:
+        detail = reply.body[0] if reply is not None and reply.body else "no reply"
+        raise ServiceError(f"logind refused the inhibitor: {detail}")
+    if not reply.unix_fds:
+        raise ServiceError("logind sent no inhibitor descriptor (unix fds not negotiated)")
+    index = reply.body[0]
+    fd = int(reply.unix_fds[index])
+    for other in reply.unix_fds:
+        if other != fd:
+            os.close(other)
+    return fd

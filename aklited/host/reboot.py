@@ -7,9 +7,18 @@ absence means the device rebooted since. Both calls touch the filesystem: off th
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import structlog
+from dbus_fast.aio import MessageBus
+
 from aklited.errors import HostFileError
+from aklited.host.logind import inhibit_shutdown
+
+log = structlog.get_logger(__name__)
 
 
 def _mark(path: Path) -> None:
@@ -21,10 +30,26 @@ def _mark(path: Path) -> None:
 
 
 class RebootMarker:
-    """The engine's reboot port over ``<reboot_sentinel_dir>/need_reboot``."""
+    """The engine's reboot port: ``<reboot_sentinel_dir>/need_reboot``, and logind's shutdown
+    inhibitor when a bus to logind is given."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, logind: MessageBus | None = None) -> None:
         self.path = path
+        self._logind = logind
+
+    @asynccontextmanager
+    async def inhibit(self, why: str) -> AsyncIterator[None]:
+        fd: int | None = None
+        if self._logind is not None:
+            try:
+                fd = await inhibit_shutdown(self._logind, why)
+            except Exception as e:  # no logind: the update goes on, unprotected, and says so
+                log.warning("cannot hold shutdowns off", reason=why, error=str(e))
+        try:
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the inhibitor
 
     async def mark_needed(self) -> None:
         await asyncio.to_thread(_mark, self.path)

@@ -202,6 +202,16 @@ class LogindMock:
         lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
         return [line.split(" ", 1)[1] for line in lines if " " in line]
 
+    def inhibitors_held(self) -> int:
+        """How many inhibitors logind holds now (a closed descriptor releases one)."""
+        listing = _gdbus_call(
+            self.address,
+            "org.freedesktop.login1",
+            "/org/freedesktop/login1",
+            "org.freedesktop.login1.Manager.ListInhibitors",
+        )
+        return listing.count("dbus.Struct(")
+
 
 @contextmanager
 def logind_mock(address: str, workdir: Path) -> Iterator[LogindMock]:

@@ -110,6 +110,13 @@ async def wait_for_reboot_request(logind: LogindMock) -> None:
             await asyncio.sleep(0.05)
 
 
+async def released(logind: LogindMock) -> None:
+    # logind notices a closed inhibitor descriptor on its own time: wait for it.
+    async with asyncio.timeout(SAFETY_S):
+        while await asyncio.to_thread(logind.inhibitors_held):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
 async def test_install_reboots_then_the_next_start_finishes_before_ready(
     e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
 ) -> None:
@@ -126,6 +133,11 @@ async def test_install_reboots_then_the_next_start_finishes_before_ready(
             code, done = await aklitectl(device, "install", str(bundle))
             assert code == 100, done
             await wait_for_reboot_request(logind)
+            # Shutdowns were held off during the copy and the deployment, and are no more.
+            inhibits = [c for c in logind.calls() if c.startswith("Inhibit")]
+            assert len(inhibits) == 1 and '"shutdown"' in inhibits[0], logind.calls()
+            assert '"block"' in inhibits[0] and v2.name in inhibits[0]
+            await released(logind)
 
             code, status = await aklitectl(device, "status")
             assert status["State"] == "awaiting-reboot"

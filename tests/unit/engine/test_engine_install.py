@@ -15,7 +15,7 @@ from aklited.engine.model import GuardTarget
 from aklited.engine.phases import Phase
 from aklited.errors import BusyError, DowngradeRefusedError, LockHeldError, PendingInstallError
 from aklited.outcomes import StatusCode
-from tests.fakes import FACTORY_COMMIT, FakeDevice, Rig, SelectCall, make_target
+from tests.fakes import FACTORY_COMMIT, FakeDevice, Op, Rig, SelectCall, make_target
 
 ROOTFS_AND_APPS_STEPS = [
     Phase.STARTED,
@@ -337,3 +337,30 @@ async def test_a_broken_observer_does_not_break_the_update(
     assert outcome.code == StatusCode.NEEDS_REBOOT
     events = {entry["event"] for entry in logs}
     assert {"phase observer failed", "progress observer failed"} <= events
+
+
+@pytest.mark.parametrize("op", ["rootfs.pull", "apps.stage", "rootfs.deploy"])
+async def test_shutdowns_are_held_off_from_the_pull_to_the_deployment(rig: Rig, op: Op) -> None:
+    target = make_target(2)
+    gate = rig.device.faults.gate(op)
+    task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
+    await gate.entered.wait()
+
+    assert rig.device.reboot_marker.inhibitors == [f"installing {target.name}"]
+    gate.open()
+    assert (await task).code == StatusCode.NEEDS_REBOOT
+    assert rig.device.reboot_marker.inhibitors == []
+
+
+async def test_an_apps_only_install_holds_no_shutdown_off(rig: Rig) -> None:
+    v1 = make_target(1)
+    await rig.update_to(v1)
+    gate = rig.device.faults.gate("apps.stage")
+    task = asyncio.create_task(
+        rig.engine.install(rig.bundle(make_target(2, commit=v1.ostree_commit)))
+    )
+    await gate.entered.wait()
+
+    assert rig.device.reboot_marker.inhibitors == []
+    gate.open()
+    assert (await task).code == StatusCode.NEEDS_DOCKER_RESTART
