@@ -58,6 +58,7 @@ class Jobs:
         self._task: asyncio.Task[Outcome | None] | None = None
         self._after: AfterUpdate | None = None
         self._completed: list[Callable[[int, str], None]] = []
+        self._unavailable: AkliteError | None = None
         self.status = Status()
 
     # ---- wiring ---------------------------------------------------------------------------
@@ -65,6 +66,7 @@ class Jobs:
     def attach(self, engine: Engine, *, after: AfterUpdate | None = None) -> None:
         self._engine = engine
         self._after = after
+        self._unavailable = None
 
     def on_completed(self, listener: Callable[[int, str], None]) -> None:
         self._completed.append(listener)
@@ -74,10 +76,15 @@ class Jobs:
         if before != self.status:
             self._on_change(before, self.status)
 
+    def unavailable(self, error: AkliteError) -> None:
+        """Updates cannot run (a part of the device is missing or damaged): say why."""
+        self._unavailable = error
+        self.report(int(error.code), f"updates unavailable: {error.message}")
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            raise InternalError("the engine is not ready yet")
+            raise self._unavailable or InternalError("the engine is not ready yet")
         return self._engine
 
     @property
@@ -150,6 +157,7 @@ class Jobs:
     def _start(self, command: str, call: Callable[[], Awaitable[Outcome]]) -> None:
         if self.busy:
             raise BusyError("an update is already running")
+        _ = self.engine  # refuses at once, with the reason, while updates are unavailable
         self._update(progress=(0, "", 0))
         self._task = asyncio.create_task(self._guarded(command, call), name=f"aklited-{command}")
 

@@ -38,6 +38,8 @@ from aklited.wiring import build_engine
 
 PROG = "aklited"
 DOCKER_UNIT = "docker.service"
+# How often a daemon without an engine (a damaged journal, ...) tries again.
+RETRY_S = 30.0
 
 log = structlog.get_logger(PROG)
 
@@ -135,7 +137,7 @@ async def _connect(stack: AsyncExitStack) -> MessageBus:
     return bus
 
 
-async def serve(config: Config, notifier: Notifier) -> int:
+async def serve(config: Config, notifier: Notifier, *, retry_s: float = RETRY_S) -> int:
     daemon = Daemon(config, notifier)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -144,22 +146,20 @@ async def serve(config: Config, notifier: Notifier) -> int:
         daemon.bus = await _connect(stack)
         daemon.services = await connect_systemd()
         stack.push_async_callback(daemon.services.close)
-        engine = await stack.enter_async_context(
-            build_engine(config, observer=daemon.jobs, services=daemon.services, logind=daemon.bus)
-        )
-        daemon.jobs.attach(engine, after=daemon.after_update)
         daemon.service = UpdaterService(daemon.jobs)
         daemon.bus.export(OBJECT_PATH, daemon.service)
         stack.callback(daemon.bus.unexport, OBJECT_PATH)
         reply = await daemon.bus.request_name(BUS_NAME)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             raise ServiceError(f"{BUS_NAME} is owned by another process ({reply.name})")
-        await daemon.jobs.refresh_quietly()
-        if daemon.jobs.status.pending:
-            # Finalizing starts apps and may roll back: give systemd's start timeout room.
-            notifier.extend_timeout(600)
-            notifier.status(f"finishing {daemon.jobs.status.pending.get('name')}")
-            await daemon.jobs.run_now()
+        if await start_engine(daemon, stack):
+            await finish_pending(daemon)
+        else:
+            # Degraded: serve D-Bus and say what is missing; never crash-loop.
+            retry = asyncio.create_task(
+                retry_engine(daemon, stack, retry_s), name="aklited-engine-retry"
+            )
+            stack.push_async_callback(_cancel, retry)
         notifier.ready(status_line(daemon.jobs.status))
         log.info("aklited ready", bus_name=BUS_NAME, state=str(daemon.jobs.status.state))
         watchdog = asyncio.create_task(notifier.watchdog(), name="aklited-watchdog")
@@ -169,6 +169,44 @@ async def serve(config: Config, notifier: Notifier) -> int:
         log.info("aklited stopping")
         await daemon.jobs.cancel()
     return 0
+
+
+async def start_engine(daemon: Daemon, stack: AsyncExitStack) -> bool:
+    """Build the engine; on failure say why (LastResult, STATUS=, journald) and return False."""
+    try:
+        engine = await stack.enter_async_context(
+            build_engine(
+                daemon.config, observer=daemon.jobs, services=daemon.services, logind=daemon.bus
+            )
+        )
+    except AkliteError as e:
+        log.error("updates are unavailable", error=e.message, code=int(e.code))  # noqa: TRY400
+        daemon.jobs.unavailable(e)
+        daemon.notifier.status(f"updates unavailable: {e.message}")
+        return False
+    daemon.jobs.attach(engine, after=daemon.after_update)
+    await daemon.jobs.refresh_quietly()
+    return True
+
+
+async def finish_pending(daemon: Daemon) -> None:
+    if daemon.jobs.status.pending:
+        # Finalizing starts apps and may roll back: give systemd's start timeout room.
+        daemon.notifier.extend_timeout(600)
+        daemon.notifier.status(f"finishing {daemon.jobs.status.pending.get('name')}")
+        await daemon.jobs.run_now()
+
+
+async def retry_engine(daemon: Daemon, stack: AsyncExitStack, retry_s: float) -> None:
+    """Pick the missing part up when it appears (a damaged journal moved away, ...)."""
+    while True:
+        await asyncio.sleep(retry_s)
+        if await start_engine(daemon, stack):
+            log.info("updates are available again")
+            daemon.jobs.report(0, "updates are available again")
+            await finish_pending(daemon)
+            daemon.notifier.status(status_line(daemon.jobs.status))
+            return
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -205,3 +205,25 @@ async def test_check_changes_nothing_and_without_auto_reboot_the_install_waits(
             assert code == 100, again
     assert not any(call.startswith("Reboot") for call in logind.calls())
     assert await asyncio.to_thread(device.sentinel.exists)
+
+
+async def test_a_damaged_journal_leaves_the_daemon_serving_and_saying_why(
+    e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
+) -> None:
+    device, factory, _ = e2e
+    await asyncio.to_thread(device.db.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(device.db.write_bytes, b"not a journal at all\n" * 100)
+    v2 = await factory.release(2)
+    with usb_drive(tmp_path) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        # Ready all the same (no crash loop), and it says what is missing.
+        async with aklited(device, tmp_path, "degraded") as notifications:
+            code, status = await aklitectl(device, "status")
+            assert code == 0 and status["State"] == "idle"
+            last_code, last_message = status["LastResult"]
+            assert last_code == 1 and "not an SQLite database" in last_message
+            code, refused = await aklitectl(device, "install", str(bundle))
+            assert code == 1 and "not an SQLite database" in refused, refused
+    assert any("updates unavailable" in m for m in notifications.received)
+    # Untouched: the operator decides what to do with a damaged journal.
+    assert (await asyncio.to_thread(device.db.read_bytes)).startswith(b"not a journal")
