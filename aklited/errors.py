@@ -51,6 +51,10 @@ class HostFileError(AkliteError):
     """A file of the device's own (the reboot marker, current-target) cannot be written."""
 
 
+class MediaError(AkliteError):
+    """A drive cannot be watched, mounted, read or unmounted (1)."""
+
+
 class ServiceError(AkliteError):
     """systemd could not be asked, or a unit's job failed."""
 

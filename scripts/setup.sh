@@ -10,6 +10,8 @@ APT_PACKAGES=(
     docker.io busybox-static          # a Docker engine for app tests; images built from busybox
     ostree gir1.2-ostree-1.0          # sysroots, repos and deployments
     udev fdisk e2fsprogs util-linux   # loop "USB drives", partitions, ext4
+    dosfstools mtools exfatprogs      # FAT and exFAT test drives (mcopy fills FAT unmounted)
+    fusefat exfat-fuse                # FAT/exFAT mounts where the kernel has no driver
     dbus dbus-daemon python3-dbus     # private buses; python-dbusmock needs dbus-python
     python3-gi python3-venv           # dbusmock's templates import gi
     systemd sqlite3 kmod zstd

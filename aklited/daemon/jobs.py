@@ -59,6 +59,7 @@ class Jobs:
         self._after: AfterUpdate | None = None
         self._completed: list[Callable[[int, str], None]] = []
         self._unavailable: AkliteError | None = None
+        self._waiters: list[asyncio.Future[tuple[int, str]]] = []
         self.status = Status()
 
     # ---- wiring ---------------------------------------------------------------------------
@@ -70,6 +71,12 @@ class Jobs:
 
     def on_completed(self, listener: Callable[[int, str], None]) -> None:
         self._completed.append(listener)
+
+    def next_completion(self) -> asyncio.Future[tuple[int, str]]:
+        """The (code, message) of the next update to end, before any reboot it asks for."""
+        future: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        return future
 
     def _update(self, **changes: Any) -> None:
         before, self.status = self.status, replace(self.status, **changes)
@@ -200,6 +207,10 @@ class Jobs:
         self._update(last_result=(code, message), progress=(0, "", 0))
         for listener in self._completed:
             listener(code, message)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result((code, message))
 
     async def refresh_quietly(self) -> None:
         try:

@@ -37,7 +37,7 @@ import pyudev
 import structlog
 
 from aklited.drivefs import BundleFiles, DriveIOError, MissingEntryError, UnsafeEntryError
-from aklited.errors import AkliteError
+from aklited.errors import MediaError
 
 log = structlog.get_logger(__name__)
 
@@ -54,10 +54,6 @@ MAX_ROOT_ENTRIES = 4096
 
 BUNDLE_METADATA = "tuf"
 BUNDLE_CONTENT = ("ostree_repo", "apps")
-
-
-class MediaError(AkliteError):
-    """A drive cannot be watched, mounted, read or unmounted (1)."""
 
 
 class AmbiguousBundleError(MediaError):

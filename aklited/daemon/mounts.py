@@ -34,7 +34,8 @@ from typing import TypeVar
 
 import structlog
 
-from aklited.daemon.media import Drive, MediaError
+from aklited.daemon.media import Drive
+from aklited.errors import MediaError
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,9 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.constants import RequestNameReply
 
 from aklited.config import Config, load_config
+from aklited.daemon.drives import DriveHandler
 from aklited.daemon.jobs import Jobs, Status
+from aklited.daemon.media import MediaWatcher
 from aklited.daemon.notify import Notifier
 from aklited.daemon.service import BUS_NAME, OBJECT_PATH, UpdaterService
 from aklited.engine.model import Outcome
@@ -162,6 +164,14 @@ async def serve(config: Config, notifier: Notifier, *, retry_s: float = RETRY_S)
             stack.push_async_callback(_cancel, retry)
         notifier.ready(status_line(daemon.jobs.status))
         log.info("aklited ready", bus_name=BUS_NAME, state=str(daemon.jobs.status.state))
+        drives = DriveHandler(
+            daemon.jobs,
+            config.aklited.media_root,
+            publish=daemon.service.media_changed,
+            say=notifier.status,
+        )
+        media = asyncio.create_task(watch_media(daemon, drives, retry_s), name="aklited-media")
+        stack.push_async_callback(_cancel, media)
         watchdog = asyncio.create_task(notifier.watchdog(), name="aklited-watchdog")
         stack.push_async_callback(_cancel, watchdog)
         await daemon.stop.wait()
@@ -207,6 +217,23 @@ async def retry_engine(daemon: Daemon, stack: AsyncExitStack, retry_s: float) ->
             await finish_pending(daemon)
             daemon.notifier.status(status_line(daemon.jobs.status))
             return
+
+
+async def watch_media(daemon: Daemon, drives: DriveHandler, retry_s: float) -> None:
+    """Watch udev for drives; without udev, say so and try again (it may be started later)."""
+    while True:
+        try:
+            async with MediaWatcher() as watcher:
+                worker = asyncio.create_task(drives.work(), name="aklited-drives")
+                try:
+                    await drives.watch(watcher)
+                finally:
+                    await _cancel(worker)
+        except (AkliteError, OSError) as e:
+            message = e.message if isinstance(e, AkliteError) else str(e)
+            log.error("drives are not watched", error=message)  # noqa: TRY400
+            daemon.jobs.report(int(StatusCode.UNKNOWN_ERROR), f"drives are not watched: {message}")
+        await asyncio.sleep(retry_s)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
