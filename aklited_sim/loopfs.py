@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,3 +83,18 @@ def loop_ext4(
                 _run(["umount", str(mountpoint)])
         finally:
             _run(["losetup", "-d", device])
+            _wait_detached(image)
+
+
+def _wait_detached(image: Path, *, timeout_s: float = 30.0) -> None:
+    """Until no loop device is attached to ``image``.
+
+    ``losetup -d`` only marks the device for detaching while something still has it open
+    (a probe udev started for the last event, a FUSE helper on its way out); the kernel
+    lets go once the last opener closes it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while _run(["losetup", "-j", str(image)]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{image}: still attached {timeout_s:.0f} s after losetup -d")
+        time.sleep(0.02)

@@ -8,9 +8,11 @@ own, which a daemon watching udev would otherwise take for drives plugged in.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,14 +98,105 @@ async def test_a_drive_without_a_bundle_is_noted_and_left_safe_to_remove(
     )
     async with aklited(device, tmp_path, "no-bundle"):
         plugged = await asyncio.to_thread(loops.attach, image)
-        async with asyncio.timeout(120):
-            while True:
-                _, status = await aklitectl(device, "status")
-                found = [m for m in status["Media"] if m["device"] == plugged]
-                if found and found[0]["safe_to_remove"]:
-                    break
-                await asyncio.sleep(0.1)
+        status = await status_when(device, drive_done(plugged))
+    found = [media_of(status, plugged)]
     assert found[0]["found"] == "no update bundle"
     assert status["State"] == "idle" and status["PendingTarget"] == {}
     assert status["LastResult"] == [0, "the drive holds no update bundle"]
+    assert not any(call.startswith("Reboot") for call in logind.calls())
+
+
+async def status_when(device: Device, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The daemon's status once ``done`` holds (aklitectl is the witness; 120 s safety net)."""
+    async with asyncio.timeout(120):
+        while True:
+            _, status = await aklitectl(device, "status")
+            if done(status):
+                return status
+            await asyncio.sleep(0.1)
+
+
+def drive_done(plugged: str) -> Callable[[dict[str, Any]], bool]:
+    def done(status: dict[str, Any]) -> bool:
+        return any(m["device"] == plugged and m["safe_to_remove"] for m in status["Media"])
+
+    return done
+
+
+def media_of(status: dict[str, Any], plugged: str) -> dict[str, Any]:
+    return next(m for m in status["Media"] if m["device"] == plugged)
+
+
+async def test_an_apps_only_drive_restarts_dockerd_and_finishes_without_a_reboot(
+    e2e: tuple[Device, Factory, SystemdMock],
+    logind: LogindMock,
+    loops: LoopDrives,
+    tmp_path: Path,
+) -> None:
+    device, factory, systemd = e2e
+    daemon_config(device)
+    systemd.add_unit("docker.service", active=True)
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    v3 = await factory.release(3, apps={"app1": factory.app("app1", version=3)}, same_rootfs_as=2)
+    with usb_drive(tmp_path / "first") as first:
+        await device.update_to(await factory.write_bundle(first.mountpoint / "v2", [v2]))
+    with usb_drive(tmp_path / "second") as second:
+        await factory.write_bundle(second.mountpoint / "v3", [v3])
+
+    async with aklited(device, tmp_path, "apps-only"):
+        plugged = await asyncio.to_thread(loops.attach, tmp_path / "second/usb.img")
+        status = await status_when(
+            device, lambda s: s["CurrentTarget"].get("name") == v3.name and drive_done(plugged)(s)
+        )
+    assert status["State"] == "idle" and status["LastResult"][0] == 0
+    assert any(c.startswith('RestartUnit "docker.service"') for c in systemd.calls())
+    assert not any(call.startswith("Reboot") for call in logind.calls())
+    assert device.running_projects() == {"app1": ["running"]}
+
+
+async def test_a_tampered_bundle_is_refused_and_the_device_stays_on_its_target(
+    e2e: tuple[Device, Factory, SystemdMock],
+    logind: LogindMock,
+    loops: LoopDrives,
+    tmp_path: Path,
+) -> None:
+    device, factory, _ = e2e
+    v2 = await factory.release(2)
+    with usb_drive(tmp_path) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "offline-update", [v2])
+        targets = bundle / "tuf/targets.json"
+        document = json.loads(targets.read_bytes())
+        document["signed"]["version"] += 1  # no longer what the targets key signed
+        targets.write_text(json.dumps(document))
+
+    async with aklited(device, tmp_path, "tampered"):
+        plugged = await asyncio.to_thread(loops.attach, tmp_path / "usb.img")
+        status = await status_when(device, drive_done(plugged))
+    code, message = status["LastResult"]
+    assert code == 11 and "targets.json" in message, status["LastResult"]
+    assert media_of(status, plugged)["found"].startswith("refused [11]")
+    assert status["State"] == "idle" and status["PendingTarget"] == {}
+    assert status["CurrentTarget"]["name"] == "initial-target"
+    assert not any(call.startswith("Reboot") for call in logind.calls())
+
+
+async def test_a_drive_with_the_running_target_is_noted_as_already_installed(
+    e2e: tuple[Device, Factory, SystemdMock],
+    logind: LogindMock,
+    loops: LoopDrives,
+    tmp_path: Path,
+) -> None:
+    device, factory, _ = e2e
+    v2 = await factory.release(2)
+    with usb_drive(tmp_path / "first") as first:
+        await device.update_to(await factory.write_bundle(first.mountpoint / "v2", [v2]))
+    with usb_drive(tmp_path / "second") as second:
+        await factory.write_bundle(second.mountpoint / "v2", [v2])
+
+    async with aklited(device, tmp_path, "same"):
+        plugged = await asyncio.to_thread(loops.attach, tmp_path / "second/usb.img")
+        status = await status_when(device, drive_done(plugged))
+    assert media_of(status, plugged)["found"] == f"{v2.name} (already installed)"
+    assert status["LastResult"] == [0, f"{v2.name} is already installed"]
+    assert status["State"] == "idle" and status["CurrentTarget"]["name"] == v2.name
     assert not any(call.startswith("Reboot") for call in logind.calls())
