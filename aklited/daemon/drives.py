@@ -122,10 +122,12 @@ class DriveHandler:
         if result.code == StatusCode.OK:
             self._jobs.report(0, f"{target} is already installed")
             return f"{target} (already installed)"
-        code = await self._install(bundle)
-        return f"{target} [{code}]"
+        code, message = await self._install(bundle)
+        return (
+            f"{target} [{code}]" if StatusCode(code).is_success else f"{target} [{code}]: {message}"
+        )
 
-    async def _install(self, bundle: Path) -> int:
+    async def _install(self, bundle: Path) -> tuple[int, str]:
         while True:
             await self._jobs.wait()
             completion = self._jobs.next_completion()
@@ -135,5 +137,4 @@ class DriveHandler:
                 completion.cancel()
                 continue
             # The drive is done with once the install ends, before the reboot it asks for.
-            code, _ = await completion
-            return code
+            return await completion

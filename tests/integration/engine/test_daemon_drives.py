@@ -200,3 +200,31 @@ async def test_a_drive_with_the_running_target_is_noted_as_already_installed(
     assert status["LastResult"] == [0, f"{v2.name} is already installed"]
     assert status["State"] == "idle" and status["CurrentTarget"]["name"] == v2.name
     assert not any(call.startswith("Reboot") for call in logind.calls())
+
+
+async def test_a_second_drive_waits_its_turn_and_never_starts_a_second_install(
+    e2e: tuple[Device, Factory, SystemdMock],
+    logind: LogindMock,
+    loops: LoopDrives,
+    tmp_path: Path,
+) -> None:
+    device, factory, _ = e2e
+    (device.config_dir / "50-daemon.toml").write_text("[aklited]\nauto_reboot = false\n")
+    v2, v3 = await factory.release(2), await factory.release(3)
+    with usb_drive(tmp_path / "a") as a:
+        await factory.write_bundle(a.mountpoint / "offline-update", [v2])
+    with usb_drive(tmp_path / "b") as b:
+        await factory.write_bundle(b.mountpoint / "offline-update", [v3])
+
+    async with aklited(device, tmp_path, "two-drives"):
+        first = await asyncio.to_thread(loops.attach, tmp_path / "a/usb.img")
+        second = await asyncio.to_thread(loops.attach, tmp_path / "b/usb.img")
+        status = await status_when(device, lambda s: drive_done(first)(s) and drive_done(second)(s))
+    # The first drive's install is pending (no auto reboot here); the second one is told
+    # so instead of starting an install of its own.
+    assert media_of(status, first)["found"] == f"{v2.name} [100]"
+    assert media_of(status, second)["found"].startswith(f"{v3.name} [30]: ")
+    assert "pending" in media_of(status, second)["found"]
+    assert status["PendingTarget"]["name"] == v2.name
+    installs = [i["target_name"] for i in device.installs() if i["target_name"] != "initial-target"]
+    assert installs == [v2.name]
