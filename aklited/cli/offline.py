@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from aklited.cli.options import common_options
 from aklited.config import Config, dumps_toml, effective_toml, load_config
 from aklited.errors import AkliteError, InternalError, PendingInstallError
 from aklited.log import AKLITE_LOG_LEVELS, configure_logging
@@ -52,40 +53,15 @@ Exit codes: 0 ok; 1 unknown error; 4 TUF metadata unreadable; 6 no target for th
 """
 
 
-def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
-    # Options are accepted before and after the command, as aktualizr-lite accepts them;
-    # on sub-commands they must not reset what was given before the command.
-    default: Any = None if top_level else argparse.SUPPRESS
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        type=Path,
-        default=[] if top_level else argparse.SUPPRESS,
-        metavar="PATH",
-        help="a *.toml file or a directory of them; repeat to add more (later ones win)",
-    )
-    parser.add_argument(
-        "--log-level",
-        type=int,
-        choices=range(6),
-        default=2 if top_level else default,
-        metavar="0..5",
-        help="0 trace, 1 debug, 2 info (default), 3 warning, 4 error, 5 fatal",
-    )
-    return parser
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[_common_options(top_level=True)],
+        parents=[common_options(top_level=True)],
     )
-    common = _common_options(top_level=False)
+    common = common_options(top_level=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = sub.add_parser(

@@ -16,13 +16,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import structlog
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import RequestNameReply
 
+from aklited.cli.options import common_options
 from aklited.config import Config, load_config
 from aklited.daemon.drives import DriveHandler
 from aklited.daemon.jobs import Jobs, Status
@@ -47,29 +47,12 @@ log = structlog.get_logger(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    return argparse.ArgumentParser(
         prog=PROG,
         description="Offline updates from removable media, with nobody at a keyboard: "
         "status and control on the system bus (io.foundries.aklited).",
+        parents=[common_options(top_level=True)],
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="PATH",
-        help="a *.toml file or a directory of them; repeat to add more (later ones win)",
-    )
-    parser.add_argument(
-        "--log-level",
-        type=int,
-        choices=range(6),
-        default=2,
-        metavar="0..5",
-        help="0 trace, 1 debug, 2 info (default), 3 warning, 4 error, 5 fatal",
-    )
-    return parser
 
 
 def status_line(status: Status) -> str:

@@ -143,46 +143,29 @@ class SystemdMock:
 
 
 @contextmanager
-def systemd_mock(address: str, workdir: Path) -> Iterator[SystemdMock]:
-    """Run python-dbusmock's systemd template on the bus at ``address``."""
-    log_path = workdir / "systemd-mock.log"
+def _dbusmock(template: str, address: str, log_path: Path, *, ready: list[str]) -> Iterator[None]:
+    """Run python-dbusmock's ``template`` on the bus at ``address`` until the block ends.
+
+    ``ready`` is a call (destination, path, method, args...) that answers once it serves.
+    """
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dbusmock",
-            "--template",
-            "systemd",
-            "-l",
-            str(log_path),
-        ],
+        [sys.executable, "-m", "dbusmock", "--template", template, "-l", str(log_path)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        mock = SystemdMock(address=address, log_path=log_path)
         deadline = time.monotonic() + 20
         while True:
             try:
-                mock.call(
-                    "org.freedesktop.DBus.Properties.Get",
-                    "org.freedesktop.systemd1.Manager",
-                    "Version",
-                )
+                _gdbus_call(address, *ready)
                 break
             except subprocess.CalledProcessError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise
                 time.sleep(0.05)
-        manager = "org.freedesktop.systemd1.Manager"
-        mock.call("org.freedesktop.DBus.Mock.AddMethod", manager, "LoadUnit", "s", "o", LOAD_UNIT)
-        mock.call("org.freedesktop.DBus.Mock.AddMethod", manager, "Subscribe", "", "", "")
-        mock.call(
-            "org.freedesktop.DBus.Mock.AddMethod", manager, "RestartUnit", "ss", "o", RESTART_UNIT
-        )
-        yield mock
+        yield
     finally:
         proc.terminate()
         try:
@@ -190,6 +173,28 @@ def systemd_mock(address: str, workdir: Path) -> Iterator[SystemdMock]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+@contextmanager
+def systemd_mock(address: str, workdir: Path) -> Iterator[SystemdMock]:
+    """Run python-dbusmock's systemd template on the bus at ``address``."""
+    log_path = workdir / "systemd-mock.log"
+    manager = "org.freedesktop.systemd1.Manager"
+    version = [
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.DBus.Properties.Get",
+        manager,
+        "Version",
+    ]
+    with _dbusmock("systemd", address, log_path, ready=version):
+        mock = SystemdMock(address=address, log_path=log_path)
+        mock.call("org.freedesktop.DBus.Mock.AddMethod", manager, "LoadUnit", "s", "o", LOAD_UNIT)
+        mock.call("org.freedesktop.DBus.Mock.AddMethod", manager, "Subscribe", "", "", "")
+        mock.call(
+            "org.freedesktop.DBus.Mock.AddMethod", manager, "RestartUnit", "ss", "o", RESTART_UNIT
+        )
+        yield mock
 
 
 @dataclass
@@ -217,33 +222,10 @@ class LogindMock:
 def logind_mock(address: str, workdir: Path) -> Iterator[LogindMock]:
     """Run python-dbusmock's logind template on the bus at ``address``; it records Reboot."""
     log_path = workdir / "logind-mock.log"
-    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dbusmock", "--template", "logind", "-l", str(log_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                _gdbus_call(
-                    address,
-                    "org.freedesktop.login1",
-                    "/org/freedesktop/login1",
-                    "org.freedesktop.DBus.Introspectable.Introspect",
-                )
-                break
-            except subprocess.CalledProcessError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
+    introspect = [
+        "org.freedesktop.login1",
+        "/org/freedesktop/login1",
+        "org.freedesktop.DBus.Introspectable.Introspect",
+    ]
+    with _dbusmock("logind", address, log_path, ready=introspect):
         yield LogindMock(address=address, log_path=log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
