@@ -212,8 +212,12 @@ class Jobs:
             if not waiter.done():
                 waiter.set_result((code, message))
 
-    async def refresh_quietly(self) -> None:
+    async def refresh_quietly(self, *, report: bool = False) -> None:
+        """:meth:`refresh`; a failure is logged (and with ``report``, the LastResult)."""
         try:
             await self.refresh()
         except Exception as e:  # a status that cannot be read says so, the daemon goes on
-            log.warning("cannot read the device's targets", error=str(InternalError.wrap(e)))
+            err = InternalError.wrap(e)
+            log.warning("cannot read the device's targets", error=err.message)
+            if report:
+                self.report(int(err.code), f"the device's targets cannot be read: {err.message}")

@@ -178,7 +178,8 @@ async def start_engine(daemon: Daemon, stack: AsyncExitStack) -> bool:
         daemon.notifier.status(f"updates unavailable: {e.message}")
         return False
     daemon.jobs.attach(engine, after=daemon.after_update)
-    await daemon.jobs.refresh_quietly()
+    # A part the device lacks (no sysroot, ...) is said at start; updates say it again.
+    await daemon.jobs.refresh_quietly(report=True)
     return True
 
 

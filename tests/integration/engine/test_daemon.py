@@ -227,3 +227,25 @@ async def test_a_damaged_journal_leaves_the_daemon_serving_and_saying_why(
     assert any("updates unavailable" in m for m in notifications.received)
     # Untouched: the operator decides what to do with a damaged journal.
     assert (await asyncio.to_thread(device.db.read_bytes)).startswith(b"not a journal")
+
+
+async def test_without_a_sysroot_the_daemon_serves_and_says_so(
+    e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
+) -> None:
+    device, factory, _ = e2e
+    missing = tmp_path / "no-sysroot"
+    # After sota.toml in basename order, so this sysroot wins.
+    (device.config_dir / "zz-no-sysroot.toml").write_text(f'[pacman]\nsysroot = "{missing}"\n')
+    v2 = await factory.release(2)
+    with usb_drive(tmp_path) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        async with aklited(device, tmp_path, "no-sysroot"):
+            _, status = await aklitectl(device, "status")
+            code, message = status["LastResult"]
+            assert code == 1 and "no OSTree sysroot" in message, status["LastResult"]
+            code, refused = await aklitectl(device, "install", str(bundle))
+            assert code == 1 and "no OSTree sysroot" in refused["message"], refused
+            # ... and it keeps serving.
+            code, status = await aklitectl(device, "status")
+            assert code == 0 and status["State"] == "idle"
+    assert not any(call.startswith("Reboot") for call in logind.calls())
