@@ -110,6 +110,23 @@ def _target(record: InstallRecord) -> Target:
     )
 
 
+def _installed(
+    record: InstallRecord,
+    *,
+    app_states: Mapping[str, str] | None = None,
+    booted_commit: str | None = None,
+) -> InstalledTarget:
+    return InstalledTarget(
+        name=record.target_name,
+        version=record.version,
+        ostree_commit=record.ostree_commit,
+        apps=dict(record.apps),
+        app_states=dict(app_states or {}),
+        booted_commit=booted_commit,
+        initial=record.target_name == INITIAL_TARGET,
+    )
+
+
 def _guard(record: InstallRecord | None) -> GuardTarget | None:
     """The running target the downgrade guard protects; the factory image has no version."""
     if record is None or record.target_name == INITIAL_TARGET:
@@ -355,15 +372,7 @@ class Engine:
                 initial=True,
             )
         states = await self._apps.states(record.apps) if record.apps else {}
-        return InstalledTarget(
-            name=record.target_name,
-            version=record.version,
-            ostree_commit=record.ostree_commit,
-            apps=dict(record.apps),
-            app_states=states,
-            booted_commit=booted,
-            initial=record.target_name == INITIAL_TARGET,
-        )
+        return _installed(record, app_states=states, booted_commit=booted)
 
     async def pending(self) -> tuple[Target, Phase] | None:
         """The install waiting for a reboot, a dockerd restart or its finalize, and where."""
@@ -389,17 +398,7 @@ class Engine:
         )
         target = selection.target
         content = await self._verify_content(src_dir, target) if deep else None
-        current = None
-        if record is not None:
-            current = InstalledTarget(
-                name=record.target_name,
-                version=record.version,
-                ostree_commit=record.ostree_commit,
-                apps=dict(record.apps),
-                app_states={},
-                booted_commit=None,
-                initial=record.target_name == INITIAL_TARGET,
-            )
+        current = _installed(record) if record is not None else None
         same = current is not None and current.name == target.name
         return CheckResult(
             code=StatusCode.OK if same else StatusCode.UPDATE_AVAILABLE,
@@ -427,9 +426,7 @@ class Engine:
         latest = await self._latest()
         if latest is None or latest.state not in IN_FLIGHT:
             return latest if latest is not None and latest.state in PENDING else None
-        if latest.state == Phase.DEPLOYING and (
-            await self._rootfs.pending_commit() == latest.ostree_commit
-        ):
+        if await self._took_effect(latest):
             log.warning(
                 "resuming an install interrupted after its deployment", target=latest.target_name
             )
@@ -549,6 +546,13 @@ class Engine:
             await self._journal_failure(install.id, Phase(latest.state) if latest else None, error)
         await self._finish(install, Phase.FAILED, err.code, str(err))
 
+    async def _took_effect(self, record: InstallRecord) -> bool:
+        """The install was deploying, and its commit is the one the next boot runs."""
+        return (
+            record.state == Phase.DEPLOYING
+            and await self._rootfs.pending_commit() == record.ostree_commit
+        )
+
     async def _deployed_anyway(
         self, install: InstallRecord, target: Target, error: BaseException
     ) -> bool:
@@ -558,10 +562,8 @@ class Engine:
         that reboot, as when a process killed after the deployment is resumed.
         """
         latest = await self._db(self._journal.get_install, install.id)
-        if latest is None or latest.state != Phase.DEPLOYING:
-            return False
         try:
-            if await self._rootfs.pending_commit() != target.ostree_commit:
+            if latest is None or not await self._took_effect(latest):
                 return False
         except Exception as e:
             log.warning("cannot tell whether the deployment took effect", error=str(_expected(e)))
