@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,11 +50,8 @@ class Client:
 
     @classmethod
     async def connect(cls) -> Client:
-        address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-        try:
-            bus = await (
-                MessageBus(bus_address=address) if address else MessageBus(bus_type=BusType.SYSTEM)
-            ).connect()
+        try:  # dbus-fast honours DBUS_SYSTEM_BUS_ADDRESS
+            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
         except (OSError, ValueError) as e:
             raise CtlError(f"cannot connect to the system bus: {e}") from e
         return cls(bus)

@@ -106,13 +106,8 @@ class Daemon:
 
 
 async def _connect(stack: AsyncExitStack) -> MessageBus:
-    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    # Unix fds: logind's shutdown inhibitor is a descriptor.
-    bus = await (
-        MessageBus(bus_address=address, negotiate_unix_fd=True)
-        if address
-        else MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
-    ).connect()
+    # dbus-fast honours DBUS_SYSTEM_BUS_ADDRESS; unix fds: the shutdown inhibitor is one.
+    bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
 
     async def disconnect() -> None:
         bus.disconnect()
