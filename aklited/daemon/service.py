@@ -70,16 +70,18 @@ def check_dict(result: CheckResult) -> dict[str, Variant]:
         if result.code == StatusCode.OK
         else f"{target.name} can be installed"
     )
-    return variants(
-        {
-            "code": int(result.code),
-            "target": target.name,
-            "version": target.version,
-            "ostree_commit": target.ostree_commit,
-            "apps": dict(target.apps),
-            "reason": reason,
-        }
-    ) | {"code": Variant("i", int(result.code))}
+    return {
+        "code": Variant("i", int(result.code)),
+        **variants(
+            {
+                "target": target.name,
+                "version": target.version,
+                "ostree_commit": target.ostree_commit,
+                "apps": dict(target.apps),
+                "reason": reason,
+            }
+        ),
+    }
 
 
 _PROPERTY_OF_FIELD = {
