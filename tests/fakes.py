@@ -47,6 +47,18 @@ from aklited.errors import (
 )
 from aklited.outcomes import StatusCode
 
+# The phases an install of a rootfs+apps target passes, in order ("verifying" comes
+# before the install row exists); the engine's tests, unit and end to end, expect these.
+ROOTFS_AND_APPS_INSTALL = [
+    Phase.VERIFYING,
+    Phase.STARTED,
+    Phase.STOPPING_AKLITE,
+    Phase.PULLING,
+    Phase.STAGING_APPS,
+    Phase.DEPLOYING,
+    Phase.AWAITING_REBOOT,
+]
+
 HWID = "intel-corei7-64"
 TAG = "main"
 # What a pull copies and a stage loads when a test does not say otherwise.

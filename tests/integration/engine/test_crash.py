@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aklited.engine.phases import Phase
+from tests.fakes import ROOTFS_AND_APPS_INSTALL
 from tests.helpers.dbus import SystemdMock
 from tests.integration.engine.harness import Device, Factory, Release
 
@@ -19,17 +20,7 @@ pytestmark = [pytest.mark.root, pytest.mark.docker]
 
 E2E = tuple[Device, Factory, SystemdMock]
 
-# The transitions an install of a rootfs+apps target journals, in order ("verifying" comes
-# before the install row exists).
-INSTALL_POINTS = [
-    Phase.VERIFYING,
-    Phase.STARTED,
-    Phase.STOPPING_AKLITE,
-    Phase.PULLING,
-    Phase.STAGING_APPS,
-    Phase.DEPLOYING,
-    Phase.AWAITING_REBOOT,
-]
+INSTALL_POINTS = ROOTFS_AND_APPS_INSTALL
 RUN_POINTS = [Phase.FINALIZING, Phase.CURRENT]
 # run of a target whose app fails: back to the previous target over a second reboot
 ROLLBACK_POINTS = [

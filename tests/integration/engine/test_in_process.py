@@ -20,6 +20,7 @@ from aklited.errors import BusyError
 from aklited.host.systemd import connect_systemd
 from aklited.outcomes import State, StatusCode
 from aklited.wiring import build_engine
+from tests.fakes import ROOTFS_AND_APPS_INSTALL
 from tests.helpers.dbus import SystemdMock
 from tests.integration.engine.harness import Device, Factory, usb_drive
 
@@ -67,15 +68,7 @@ async def test_install_reports_phases_and_progress_without_blocking_the_loop(
         await services.close()
 
     assert outcome.code == StatusCode.NEEDS_REBOOT
-    assert recorder.phases == [
-        Phase.VERIFYING,
-        Phase.STARTED,
-        Phase.STOPPING_AKLITE,
-        Phase.PULLING,
-        Phase.STAGING_APPS,
-        Phase.DEPLOYING,
-        Phase.AWAITING_REBOOT,
-    ]
+    assert recorder.phases == ROOTFS_AND_APPS_INSTALL
     assert [STATE_OF[p] for p in recorder.phases][-1] == State.AWAITING_REBOOT
     assert recorder.percents == sorted(recorder.percents)
     assert recorder.percents[-1] == 100

@@ -15,16 +15,18 @@ from aklited.engine.model import GuardTarget
 from aklited.engine.phases import Phase
 from aklited.errors import BusyError, DowngradeRefusedError, LockHeldError, PendingInstallError
 from aklited.outcomes import StatusCode
-from tests.fakes import FACTORY_COMMIT, FakeDevice, Op, Rig, SelectCall, make_target
+from tests.fakes import (
+    FACTORY_COMMIT,
+    ROOTFS_AND_APPS_INSTALL,
+    FakeDevice,
+    Op,
+    Rig,
+    SelectCall,
+    make_target,
+)
 
-ROOTFS_AND_APPS_STEPS = [
-    Phase.STARTED,
-    Phase.STOPPING_AKLITE,
-    Phase.PULLING,
-    Phase.STAGING_APPS,
-    Phase.DEPLOYING,
-    Phase.AWAITING_REBOOT,
-]
+# The journal's own phases: "verifying" comes before the install row exists.
+ROOTFS_AND_APPS_STEPS = ROOTFS_AND_APPS_INSTALL[1:]
 
 
 # ---- the outcomes -------------------------------------------------------------------------
@@ -39,7 +41,7 @@ async def test_rootfs_and_apps_install_is_deployed_and_waits_for_a_reboot(rig: R
     assert (install.target_name, install.state) == (target.name, Phase.AWAITING_REBOOT)
     assert install.result_code is None
     assert await rig.states(install.id) == ROOTFS_AND_APPS_STEPS
-    assert rig.observer.phases == [Phase.VERIFYING, *ROOTFS_AND_APPS_STEPS]
+    assert rig.observer.phases == ROOTFS_AND_APPS_INSTALL
     device = rig.device
     assert device.rootfs.pulled == [target.ostree_commit]
     assert (device.rootfs.booted, device.rootfs.pending) == (FACTORY_COMMIT, target.ostree_commit)
