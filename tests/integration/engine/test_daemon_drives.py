@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.dbus import LogindMock, SystemdMock
-from tests.helpers.udevd import Udevd, udev_rules, udevd_fixture
+from tests.helpers.udevd import Udevd, udevd_fixture
 from tests.integration.engine.harness import Device, Factory, usb_drive
 from tests.integration.engine.test_daemon import (
     aklitectl,
@@ -26,7 +25,7 @@ from tests.integration.engine.test_daemon import (
     logind,
     wait_for_reboot_request,
 )
-from tests.integration.media.kit import LoopDrives, make_image, rules_text
+from tests.integration.media.kit import LoopDrives, loop_media_rules, make_image
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
@@ -37,17 +36,14 @@ udevd = pytest.fixture(scope="module")(udevd_fixture)
 
 @pytest.fixture(scope="module")
 def media_rules(udevd: Udevd) -> Iterator[Path]:
-    with udev_rules(f"70-aklited-test-{os.getpid()}.rules", rules_text()) as path:
+    with loop_media_rules() as path:
         yield path
 
 
 @pytest.fixture
 def loops(media_rules: Path) -> Iterator[LoopDrives]:
-    drives = LoopDrives()
-    try:
+    with LoopDrives() as drives:
         yield drives
-    finally:
-        drives.close()
 
 
 async def test_a_drive_plugged_in_is_installed_and_the_device_reboots(
@@ -97,8 +93,7 @@ async def test_a_drive_without_a_bundle_is_noted_and_left_safe_to_remove(
         make_image, "ext4", tmp_path / "photos.img", label="PHOTOS", tree=empty
     )
     async with aklited(device, tmp_path, "no-bundle"):
-        plugged = await asyncio.to_thread(loops.attach, image)
-        status = await status_when(device, drive_done(plugged))
+        plugged, status = await plug_in(device, loops, image)
     found = [media_of(status, plugged)]
     assert found[0]["found"] == "no update bundle"
     assert status["State"] == "idle" and status["PendingTarget"] == {}
@@ -121,6 +116,12 @@ def drive_done(plugged: str) -> Callable[[dict[str, Any]], bool]:
         return any(m["device"] == plugged and m["safe_to_remove"] for m in status["Media"])
 
     return done
+
+
+async def plug_in(device: Device, loops: LoopDrives, image: Path) -> tuple[str, dict[str, Any]]:
+    """Attach ``image`` as a drive; its device and the status once the daemon is done with it."""
+    plugged = await asyncio.to_thread(loops.attach, image)
+    return plugged, await status_when(device, drive_done(plugged))
 
 
 def media_of(status: dict[str, Any], plugged: str) -> dict[str, Any]:
@@ -170,8 +171,7 @@ async def test_a_tampered_bundle_is_refused_and_the_device_stays_on_its_target(
         targets.write_text(json.dumps(document))
 
     async with aklited(device, tmp_path, "tampered"):
-        plugged = await asyncio.to_thread(loops.attach, tmp_path / "usb.img")
-        status = await status_when(device, drive_done(plugged))
+        plugged, status = await plug_in(device, loops, tmp_path / "usb.img")
     code, message = status["LastResult"]
     assert code == 11 and "targets.json" in message, status["LastResult"]
     assert media_of(status, plugged)["found"].startswith("refused [11]")
@@ -194,8 +194,7 @@ async def test_a_drive_with_the_running_target_is_noted_as_already_installed(
         await factory.write_bundle(second.mountpoint / "v2", [v2])
 
     async with aklited(device, tmp_path, "same"):
-        plugged = await asyncio.to_thread(loops.attach, tmp_path / "second/usb.img")
-        status = await status_when(device, drive_done(plugged))
+        plugged, status = await plug_in(device, loops, tmp_path / "second/usb.img")
     assert media_of(status, plugged)["found"] == f"{v2.name} (already installed)"
     assert status["LastResult"] == [0, f"{v2.name} is already installed"]
     assert status["State"] == "idle" and status["CurrentTarget"]["name"] == v2.name

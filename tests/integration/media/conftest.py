@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from aklited.daemon.media import MediaWatcher
-from tests.helpers.udevd import RUNTIME_RULES, Udevd, udev_rules, udevd_fixture
-from tests.integration.media.kit import LoopDrives, mounts_below, rules_text
+from tests.helpers.udevd import Udevd, udevd_fixture
+from tests.integration.media.kit import LoopDrives, loop_media_rules, mounts_below
 
 udevd = pytest.fixture(scope="package")(udevd_fixture)
 
@@ -21,24 +20,15 @@ def media_rules(udevd: Udevd) -> Iterator[Path]:
     """aklited's shipped rule, extended to loop devices, for the media tests.
 
     Package-scoped, with udevd: the tests after these run without udev, as before.
-
-    Named after this process, so that another session's end does not take it away; a
-    killed session's file is removed by the next one.
     """
-    for stale in RUNTIME_RULES.glob("70-aklited-test-*.rules"):
-        if not Path(f"/proc/{stale.stem.rpartition('-')[2]}").exists():
-            stale.unlink(missing_ok=True)
-    with udev_rules(f"70-aklited-test-{os.getpid()}.rules", rules_text()) as path:
+    with loop_media_rules() as path:
         yield path
 
 
 @pytest.fixture
 def loops(media_rules: Path) -> Iterator[LoopDrives]:
-    drives = LoopDrives()
-    try:
+    with LoopDrives() as drives:
         yield drives
-    finally:
-        drives.close()
 
 
 @pytest.fixture

@@ -8,16 +8,18 @@ for loop devices, so its guards (action, subsystem, a filesystem) are the ones e
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from aklited.daemon.media import Drive, DriveAdded, DriveRemoved, MediaEvent
-from tests.helpers.udevd import settle
+from tests.helpers.udevd import RUNTIME_RULES, settle, udev_rules
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_RULES = REPO / "packaging" / "udev" / "70-aklited.rules"
@@ -35,6 +37,20 @@ def rules_text() -> str:
     text = SHIPPED_RULES.read_text()
     assert text.count(RULES_END) == 1, f"{SHIPPED_RULES} has no single {RULES_END}"
     return text.replace(RULES_END, LOOP_RULE + RULES_END)
+
+
+@contextmanager
+def loop_media_rules() -> Iterator[Path]:
+    """aklited's rule extended to loop devices, installed while the block runs.
+
+    Named after this process, so that another session's end does not take it away; a
+    killed session's file is removed by the next one.
+    """
+    for stale in RUNTIME_RULES.glob("70-aklited-test-*.rules"):
+        if not Path(f"/proc/{stale.stem.rpartition('-')[2]}").exists():
+            stale.unlink(missing_ok=True)
+    with udev_rules(f"70-aklited-test-{os.getpid()}.rules", rules_text()) as path:
+        yield path
 
 
 def run(*argv: str | Path, stdin: str | None = None) -> str:
@@ -114,6 +130,12 @@ class LoopDrives:
     def detach(self, device: str) -> None:
         image = self._attached.pop(device)
         _detach(device, image)
+
+    def __enter__(self) -> LoopDrives:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         errors = []
