@@ -111,6 +111,13 @@ async def status_when(device: Device, done: Callable[[dict[str, Any]], bool]) ->
             await asyncio.sleep(0.1)
 
 
+def drive_taken(plugged: str) -> Callable[[dict[str, Any]], bool]:
+    def taken(status: dict[str, Any]) -> bool:
+        return any(m["device"] == plugged and m["state"] != "waiting" for m in status["Media"])
+
+    return taken
+
+
 def drive_done(plugged: str) -> Callable[[dict[str, Any]], bool]:
     def done(status: dict[str, Any]) -> bool:
         return any(m["device"] == plugged and m["safe_to_remove"] for m in status["Media"])
@@ -217,6 +224,9 @@ async def test_a_second_drive_waits_its_turn_and_never_starts_a_second_install(
 
     async with aklited(device, tmp_path, "two-drives"):
         first = await asyncio.to_thread(loops.attach, tmp_path / "a/usb.img")
+        # udevd handles two devices in parallel and may announce them in either order: the
+        # second drive goes in once the daemon has taken the first.
+        await status_when(device, drive_taken(first))
         second = await asyncio.to_thread(loops.attach, tmp_path / "b/usb.img")
         status = await status_when(device, lambda s: drive_done(first)(s) and drive_done(second)(s))
     # The first drive's install is pending (no auto reboot here); the second one is told
