@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from aklited_sim.bus import SystemdMock, private_system_bus, systemd_mock
+from aklited_sim.factory import Factory
 from aklited_sim.sysroot import remove_tree
-from tests.helpers.dbus import SystemdMock, private_system_bus, systemd_mock
 from tests.helpers.dockerd import Dockerd, dockerd_fixture
-from tests.integration.engine.harness import Device, Factory, clean_engine, make_e2e_device
+from tests.integration.engine.harness import Device, clean_engine, make_e2e_device
 
 dockerd = pytest.fixture(scope="session")(dockerd_fixture)
 

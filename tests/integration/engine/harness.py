@@ -15,118 +15,18 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from aklite_bundle.appstore import AppStoreBuilder, BuiltLayer, ServiceSpec, busybox_rootfs_tar
-from aklite_bundle.build import BundleOptions, TargetSpec, create_bundle
-from aklite_bundle.signing import Keyring
 from aklited_sim.dockerd import Dockerd
+from aklited_sim.factory import Factory
 from aklited_sim.loopfs import LoopFs, loop_ext4
-from aklited_sim.sysroot import SimDevice, commit_tree, make_device, make_tree, reboot
+from aklited_sim.sysroot import SimDevice, make_device, reboot
+from aklited_sim.world import write_device_config
 
-HWID = "intel-corei7-64"
-TAG = "main"
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-@dataclass(frozen=True)
-class Release:
-    name: str
-    version: int
-    commit: str
-    apps: Mapping[str, str]
-
-
-@dataclass
-class Factory:
-    """What ``fioctl`` and CI would produce: signed targets, commits and apps."""
-
-    root: Path
-    repo: Path
-    ring: Keyring = field(default_factory=Keyring.generate)
-    _builder: AppStoreBuilder | None = None
-    _base: BuiltLayer | None = None
-    releases: dict[int, Release] = field(default_factory=dict)
-    # Every publication is newer metadata, as the backend signs it: version N+1.
-    metadata_version: int = 0
-
-    @property
-    def store(self) -> Path:
-        return self.root / "app-store"
-
-    def _layers(self) -> tuple[AppStoreBuilder, BuiltLayer]:
-        if self._builder is None or self._base is None:
-            self._builder = AppStoreBuilder(self.store, factory="e2e")
-            tar = busybox_rootfs_tar(self.root / "busybox-rootfs.tar")
-            self._base = self._builder.layer_from_tar(tar)
-        return self._builder, self._base
-
-    def app(self, name: str, *, version: int, failing: bool = False) -> str:
-        """An app whose single service runs (or exits 1); a new version differs in its command."""
-        builder, base = self._layers()
-        image = builder.image(f"{name}-img", [base])
-        command = ["sh", "-c", "exit 1"] if failing else ["sleep", f"{3600 + version}"]
-        built = builder.app(
-            name,
-            {
-                "main": ServiceSpec(
-                    image, {"command": command, "init": True, "network_mode": "none"}
-                )
-            },
-        )
-        return built.uri
-
-    async def release(
-        self,
-        version: int,
-        *,
-        apps: Mapping[str, str] | None = None,
-        same_rootfs_as: int | None = None,
-    ) -> Release:
-        if same_rootfs_as is not None:
-            commit = self.releases[same_rootfs_as].commit
-        else:
-            tree = await make_tree(self.root / f"tree-{version}", version=str(version))
-            commit = await commit_tree(self.repo, tree, subject=f"v{version}", version=str(version))
-        release = Release(
-            name=f"{HWID}-lmp-{version}", version=version, commit=commit, apps=dict(apps or {})
-        )
-        self.releases[version] = release
-        return release
-
-    async def release_with_files(self, version: int, *, files: Mapping[str, bytes]) -> Release:
-        """A rootfs-only release whose tree carries extra files (e.g. a large payload)."""
-        tree = await make_tree(self.root / f"tree-{version}", version=str(version), files=files)
-        commit = await commit_tree(self.repo, tree, subject=f"v{version}", version=str(version))
-        release = Release(name=f"{HWID}-lmp-{version}", version=version, commit=commit, apps={})
-        self.releases[version] = release
-        return release
-
-    async def write_bundle(self, dst: Path, releases: list[Release], *, tag: str = TAG) -> Path:
-        self.metadata_version += 1
-        return await create_bundle(
-            dst,
-            ring=self.ring,
-            targets=[
-                TargetSpec(
-                    name=r.name,
-                    version=r.version,
-                    hardware_id=HWID,
-                    ostree_commit=r.commit,
-                    tags=(tag,),
-                    apps=r.apps,
-                )
-                for r in releases
-            ],
-            options=BundleOptions(
-                bundle_type="ci", tag=tag, metadata_version=self.metadata_version
-            ),
-            ostree_repo=self.repo,
-            app_store=self.store if any(r.apps for r in releases) else None,
-        )
 
 
 @dataclass
@@ -246,38 +146,7 @@ class Device:
 
 
 def write_config(device_root: Path, sim: SimDevice, dockerd: Dockerd) -> Path:
-    config_dir = device_root / "etc/sota/conf.d"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    (config_dir / "40-hardware-id.toml").write_text(
-        f'[provision]\nprimary_ecu_hardware_id = "{HWID}"\n'
-    )
-    (config_dir / "sota.toml").write_text(
-        f"""
-[pacman]
-type = "ostree+compose_apps"
-os = "{sim.osname}"
-sysroot = "{sim.sysroot}"
-tags = "{TAG}"
-compose_apps_root = "{device_root}/var/sota/compose-apps"
-reset_apps_root = "{device_root}/var/sota/reset-apps"
-docker_compose_bin = "/usr/bin/docker"
-
-[storage]
-path = "{device_root}/var/sota"
-uptane_metadata_path = "{device_root}/usr/lib/sota/tuf"
-
-[bootloader]
-reboot_sentinel_dir = "{device_root}/run/aktualizr-session"
-
-[aklited]
-device_type = "ci"
-kernel_cmdline = "{sim.kernel_cmdline}"
-docker_host = "{dockerd.host}"
-lock_path = "{device_root}/run/lock/aklite.lock"
-media_root = "{device_root}/run/aklited/media"
-"""
-    )
-    return config_dir
+    return write_device_config(device_root, sim, docker_host=dockerd.host)
 
 
 async def make_e2e_device(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.dbus import private_system_bus
+from aklited_sim.bus import policy_bus_config, private_system_bus
 from tests.helpers.dockerd import Dockerd
 from tests.integration.engine.harness import REPO_ROOT, Device, make_e2e_device
 from tests.integration.engine.test_daemon import SAFETY_S, aklitectl, aklited
@@ -22,34 +22,6 @@ pytestmark = [pytest.mark.root, pytest.mark.docker]
 
 POLICY = REPO_ROOT / "packaging/dbus/io.foundries.aklited.conf"
 NOBODY = 65534
-
-# Debian's system.conf, reduced to what matters here: nothing may be called unless a
-# service's own policy allows it. Root owns and calls the mocks' names as a real system's
-# services would; the shipped policy is included as /usr/share/dbus-1/system.d would be.
-SYSTEM_LIKE = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={{socket}}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"""
 
 # Runs as nobody: the calls it may make, the ones it may not, and one Completed signal.
 CLIENT = """
@@ -103,7 +75,7 @@ def world_reachable() -> Iterator[Path]:
 async def device_on_policy_bus(
     tmp_path: Path, dockerd: Dockerd, world_reachable: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Device]:
-    config = SYSTEM_LIKE.format(policy=POLICY)
+    config = policy_bus_config(POLICY)
     with private_system_bus(world_reachable / "bus", config_text=config) as address:
         (world_reachable / "bus").chmod(0o755)
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)

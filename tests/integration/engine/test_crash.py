@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from aklited.engine.phases import Phase
+from aklited_sim.bus import SystemdMock
+from aklited_sim.factory import Factory, Release
 from tests.fakes import ROOTFS_AND_APPS_INSTALL
-from tests.helpers.dbus import SystemdMock
-from tests.integration.engine.harness import Device, Factory, Release
+from tests.integration.engine.harness import Device
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 

@@ -8,10 +8,6 @@ Stood in for: PID 1 and logind (python-dbusmock).
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,13 +18,15 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.introspection import Node
 
 from aklited.daemon.service import BUS_NAME, INTERFACE, OBJECT_PATH
-from tests.helpers.dbus import LogindMock, SystemdMock, logind_mock
-from tests.integration.engine.harness import REPO_ROOT, Device, Factory, usb_drive
+from aklited_sim.bus import LogindMock, SystemdMock, logind_mock
+from aklited_sim.daemon import SAFETY_S, Notifications, running_aklited
+from aklited_sim.daemon import aklitectl as sim_aklitectl
+from aklited_sim.factory import Factory
+from tests.integration.engine.harness import REPO_ROOT, Device, usb_drive
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
 INTROSPECTION_XML = REPO_ROOT / "packaging/dbus/io.foundries.aklited.Updater1.xml"
-SAFETY_S = 120  # only a safety net: every wait below is for an event
 
 
 @pytest.fixture
@@ -37,65 +35,15 @@ def logind(system_bus: str, tmp_path: Path) -> Iterator[LogindMock]:
         yield mock
 
 
-class Notifications:
-    """The NOTIFY_SOCKET systemd would own: the datagrams the daemon sends."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.received: list[str] = []
-
-    async def wait_for(self, line: str) -> None:
-        loop = asyncio.get_running_loop()
-        while not any(line in message.splitlines() for message in self.received):
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), SAFETY_S)
-            self.received.append(data.decode())
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @asynccontextmanager
 async def aklited(device: Device, tmp_path: Path, name: str) -> AsyncIterator[Notifications]:
     """A running daemon for ``device``, ready (READY=1) on entry, stopped with SIGTERM on exit."""
-    notifications = Notifications(tmp_path / f"notify-{name}")
-    env = {**device.env(), "NOTIFY_SOCKET": str(notifications.path)}
-    log = (tmp_path / f"aklited-{name}.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aklited.daemon.runner", "-c", str(device.config_dir),
-        env=env, stdout=log, stderr=log,
-    )  # fmt: skip
-    try:
-        ready = asyncio.ensure_future(notifications.wait_for("READY=1"))
-        exited = asyncio.ensure_future(process.wait())
-        await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-        exited.cancel()
-        assert ready.done(), (tmp_path / f"aklited-{name}.log").read_text()
-        yield notifications
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), SAFETY_S)
-            assert code == 0, (tmp_path / f"aklited-{name}.log").read_text()
-        log.close()
-        notifications.close()
+    async with running_aklited(device.config_dir, device.env(), tmp_path, f"aklited-{name}") as d:
+        yield d.notifications
 
 
 async def aklitectl(device: Device, *args: str) -> tuple[int, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aklited.cli.ctl", "--json", *args,
-        env=device.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), SAFETY_S)
-    assert process.returncode is not None
-    if args[0] in ("status", "check") and process.returncode in (0, 16):
-        return process.returncode, json.loads(out)
-    # install / run / watch: the last line is the result; a failure says why on stderr
-    lines = out.decode().strip().splitlines()
-    last = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else err.decode()
-    return process.returncode, last
+    return await sim_aklitectl(device.env(), *args)
 
 
 def daemon_config(device: Device) -> None:

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.dbus import LogindMock, SystemdMock
+from aklited_sim.bus import LogindMock, SystemdMock
+from aklited_sim.factory import Factory
+from aklited_sim.udev import LoopDrives, loop_media_rules
 from tests.helpers.udevd import Udevd, udevd_fixture
-from tests.integration.engine.harness import Device, Factory, usb_drive
+from tests.integration.engine.harness import Device, usb_drive
 from tests.integration.engine.test_daemon import (
     aklitectl,
     aklited,
@@ -25,7 +27,7 @@ from tests.integration.engine.test_daemon import (
     logind,
     wait_for_reboot_request,
 )
-from tests.integration.media.kit import LoopDrives, loop_media_rules, make_image
+from tests.integration.media.kit import make_image
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 

@@ -12,8 +12,9 @@ from aklited.daemon.notify import Notifier
 from aklited.daemon.runner import Daemon, retry_engine, start_engine
 from aklited.errors import JournalError
 from aklited.host.systemd import NoSystemd
-from tests.helpers.dbus import SystemdMock
-from tests.integration.engine.harness import Device, Factory
+from aklited_sim.bus import SystemdMock
+from aklited_sim.factory import Factory
+from tests.integration.engine.harness import Device
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 

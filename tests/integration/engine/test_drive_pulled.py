@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.dbus import SystemdMock
+from aklited_sim.bus import SystemdMock
+from aklited_sim.factory import Factory
 from tests.helpers.drive import pull_out
-from tests.integration.engine.harness import Device, Factory, usb_drive
+from tests.integration.engine.harness import Device, usb_drive
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 

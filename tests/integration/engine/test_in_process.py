@@ -20,9 +20,10 @@ from aklited.errors import BusyError
 from aklited.host.systemd import connect_systemd
 from aklited.outcomes import State, StatusCode
 from aklited.wiring import build_engine
+from aklited_sim.bus import SystemdMock
+from aklited_sim.factory import Factory
 from tests.fakes import ROOTFS_AND_APPS_INSTALL
-from tests.helpers.dbus import SystemdMock
-from tests.integration.engine.harness import Device, Factory, usb_drive
+from tests.integration.engine.harness import Device, usb_drive
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.dbus import SystemdMock
-from tests.integration.engine.harness import Device, Factory, usb_drive
+from aklited_sim.bus import SystemdMock
+from aklited_sim.factory import Factory
+from tests.integration.engine.harness import Device, usb_drive
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 

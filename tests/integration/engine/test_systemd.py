@@ -6,7 +6,7 @@ import pytest
 
 from aklited.errors import ServiceError
 from aklited.host.systemd import NoSystemd, Systemd, connect_systemd
-from tests.helpers.dbus import SystemdMock
+from aklited_sim.bus import SystemdMock
 
 
 async def test_stop_and_start_wait_for_their_jobs(systemd: SystemdMock) -> None:

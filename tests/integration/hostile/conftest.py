@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from aklited_sim.bus import SystemdMock, private_system_bus, systemd_mock
 from aklited_sim.sysroot import remove_tree
-from tests.helpers.dbus import SystemdMock, private_system_bus, systemd_mock
 from tests.helpers.dockerd import Dockerd
 from tests.integration.engine.conftest import dockerd, system_bus, systemd
 from tests.integration.hostile.kit import memory_cgroup

@@ -43,7 +43,7 @@ import pytest
 
 from aklited.engine.engine import INITIAL_TARGET
 from aklited.engine.phases import IN_FLIGHT, PENDING
-from tests.helpers.dbus import SystemdMock
+from aklited_sim.bus import SystemdMock
 from tests.helpers.inotify import Event, Watcher
 from tests.integration.engine.harness import Device
 

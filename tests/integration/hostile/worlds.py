@@ -25,17 +25,11 @@ from aklite_bundle.signing import (
     publish_top_level,
     sign_document,
 )
+from aklited_sim.bus import SystemdMock
+from aklited_sim.factory import HWID, Factory, Release
 from aklited_sim.sysroot import SimDevice, commit_tree, make_device, make_tree, remove_tree
-from tests.helpers.dbus import SystemdMock
 from tests.helpers.dockerd import Dockerd
-from tests.integration.engine.harness import (
-    HWID,
-    Device,
-    Factory,
-    Release,
-    clean_engine,
-    write_config,
-)
+from tests.integration.engine.harness import Device, clean_engine, write_config
 from tests.integration.hostile.kit import (
     Ran,
     aklite_jobs,

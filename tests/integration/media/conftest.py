@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from aklited.daemon.media import MediaWatcher
+from aklited_sim.udev import LoopDrives, loop_media_rules
 from tests.helpers.udevd import Udevd, udevd_fixture
-from tests.integration.media.kit import LoopDrives, loop_media_rules, mounts_below
+from tests.integration.media.kit import mounts_below
 
 udevd = pytest.fixture(scope="package")(udevd_fixture)
 

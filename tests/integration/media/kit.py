@@ -1,56 +1,21 @@
 """Drives for the media tests: filesystem images on loop devices, and waits on events.
 
-Loop devices stand in for USB drives. They are not removable and have no ID_BUS, so the
-shipped rule alone would never tag them: the test rule is the shipped rule plus one line
-for loop devices, so its guards (action, subsystem, a filesystem) are the ones exercised.
+The loop drives and the loop-device udev rule are the simulation's (``aklited_sim.udev``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from aklited.daemon.media import Drive, DriveAdded, DriveRemoved, MediaEvent
-from tests.helpers.udevd import RUNTIME_RULES, settle, udev_rules
 
-REPO = Path(__file__).resolve().parents[3]
-SHIPPED_RULES = REPO / "packaging" / "udev" / "70-aklited.rules"
-RULES_END = 'LABEL="aklited_end"'
-LOOP_RULE = (
-    "# Test only: loop devices stand in for USB drives (not removable, no ID_BUS).\n"
-    'KERNEL=="loop*", ENV{AKLITED_MEDIA}="1", TAG+="aklited"\n'
-)
 EVENT_TIMEOUT_S = 30
-DETACH_TIMEOUT_S = 30
-
-
-def rules_text() -> str:
-    """The shipped rule with the loop-device line just before its end label."""
-    text = SHIPPED_RULES.read_text()
-    assert text.count(RULES_END) == 1, f"{SHIPPED_RULES} has no single {RULES_END}"
-    return text.replace(RULES_END, LOOP_RULE + RULES_END)
-
-
-@contextmanager
-def loop_media_rules() -> Iterator[Path]:
-    """aklited's rule extended to loop devices, installed while the block runs.
-
-    Named after this process, so that another session's end does not take it away; a
-    killed session's file is removed by the next one.
-    """
-    for stale in RUNTIME_RULES.glob("70-aklited-test-*.rules"):
-        if not Path(f"/proc/{stale.stem.rpartition('-')[2]}").exists():
-            stale.unlink(missing_ok=True)
-    with udev_rules(f"70-aklited-test-{os.getpid()}.rules", rules_text()) as path:
-        yield path
 
 
 def run(*argv: str | Path, stdin: str | None = None) -> str:
@@ -114,69 +79,6 @@ def exec_error(program: Path) -> int | None:
     except OSError as e:
         return e.errno
     return None
-
-
-class LoopDrives:
-    """Loop devices attached by one test; all detached, and udev settled, at the end."""
-
-    def __init__(self) -> None:
-        self._attached: dict[str, Path] = {}
-
-    def attach(self, image: Path) -> str:
-        device = run("losetup", "-f", "--show", image)
-        self._attached[device] = image
-        return device
-
-    def detach(self, device: str) -> None:
-        image = self._attached.pop(device)
-        _detach(device, image)
-
-    def __enter__(self) -> LoopDrives:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        errors = []
-        for device, image in reversed(self._attached.items()):
-            try:
-                _detach(device, image)
-            except (OSError, RuntimeError) as e:
-                errors.append(f"{device}: {e}")
-        self._attached.clear()
-        # The next test's watcher must not see this test's last events.
-        settle()
-        assert not errors, errors
-
-
-def _backing_file(device: str) -> str | None:
-    try:
-        return Path(f"/sys/block/{Path(device).name}/loop/backing_file").read_text().strip()
-    except OSError:  # gone, or (ENODEV) being detached right now
-        return None
-
-
-def _detach(device: str, image: Path) -> None:
-    # Only a device still backed by our image: its number may have been reused.
-    if _backing_file(device) != str(image):
-        return
-    if _has_partitions(device):
-        run("partx", "-d", device)
-    run("losetup", "-d", device)
-    # While anything holds the device open (a FUSE server exiting after its unmount),
-    # losetup -d only marks it; it detaches, and udev hears of it, once released. The
-    # next test must get a free device and a udev database that no longer names this one.
-    deadline = time.monotonic() + DETACH_TIMEOUT_S
-    while _backing_file(device) == str(image):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{device} still attached {DETACH_TIMEOUT_S} s after losetup -d")
-        time.sleep(0.01)
-
-
-def _has_partitions(device: str) -> bool:
-    name = Path(device).name
-    return any(Path(f"/sys/block/{name}").glob(f"{name}p*"))
 
 
 def devnode_of(event: MediaEvent) -> str:

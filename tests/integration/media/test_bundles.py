@@ -10,7 +10,8 @@ import pytest
 
 from aklited.daemon.media import MediaWatcher, find_bundle
 from aklited.daemon.mounts import mount_drive
-from tests.integration.media.kit import LoopDrives, added_image, fuse_helper, make_image
+from aklited_sim.udev import LoopDrives
+from tests.integration.media.kit import added_image, fuse_helper, make_image
 
 pytestmark = pytest.mark.root
 

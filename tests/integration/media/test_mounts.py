@@ -22,8 +22,8 @@ from aklited.daemon.mounts import (
     clear_media_root,
     mount_drive,
 )
+from aklited_sim.udev import LoopDrives
 from tests.integration.media.kit import (
-    LoopDrives,
     added_image,
     exec_error,
     fuse_helper,

@@ -15,9 +15,8 @@ import pytest
 import structlog
 
 from aklited.daemon.media import DriveAdded, DriveRemoved, MediaEvent, MediaWatcher
-from tests.helpers.udevd import settle
+from aklited_sim.udev import LoopDrives, settle
 from tests.integration.media.kit import (
-    LoopDrives,
     added_image,
     all_added,
     all_removed,

@@ -1,7 +1,8 @@
-"""A private system-like D-Bus with python-dbusmock standing in for PID 1 (systemd).
+"""A private system-like D-Bus with python-dbusmock standing in for PID 1 and logind.
 
-PID 1 cannot run under test, so its Manager is the one thing mocked; the bus, the client
-library and the signals are real. The systemd template lacks LoadUnit, Subscribe and
+PID 1 and logind cannot run in a test or a demo, so their Managers are the things mocked;
+the bus (optionally with aklited's shipped policy), the client library and the signals are
+real. The systemd template lacks LoadUnit, Subscribe and
 RestartUnit, so they are added here with the semantics real systemd has.
 """
 
@@ -37,6 +38,47 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Config
   </policy>
 </busconfig>
 """
+
+# Debian's system.conf, reduced to what matters here: nothing may be called unless a
+# service's own policy allows it. Root owns and calls the stand-ins' names as on a real
+# system (their own policy files allow that); aklited's policy is included as
+# /usr/share/dbus-1/system.d would include it.
+POLICY_BUS = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={{socket}}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <policy user="root">
+    <allow own="org.freedesktop.systemd1"/>
+    <allow own="org.freedesktop.login1"/>
+    <allow send_destination="org.freedesktop.systemd1"/>
+    <allow send_destination="org.freedesktop.login1"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"""
+
+
+def policy_bus_config(policy: Path) -> str:
+    """A system-bus configuration that loads ``policy`` (for :func:`private_system_bus`)."""
+    return POLICY_BUS.format(policy=policy)
+
 
 UNIT_IFACE = "org.freedesktop.systemd1.Unit"
 

@@ -1,0 +1,105 @@
+"""aklited as systemd would run it: a process with a NOTIFY_SOCKET, ready once it says so.
+
+The socket stands in for the one PID 1 owns; every datagram the daemon sends is kept, so a
+caller can wait for READY=1 or a STATUS= line instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SAFETY_S = 120  # only a safety net: every wait here is for an event
+
+
+class Notifications:
+    """The NOTIFY_SOCKET systemd would own: the datagrams the daemon sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.received: list[str] = []
+
+    async def wait_for(self, line: str) -> None:
+        """Until a datagram holds ``line`` as one of its lines."""
+        loop = asyncio.get_running_loop()
+        while not any(line in message.splitlines() for message in self.received):
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), SAFETY_S)
+            self.received.append(data.decode())
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class RunningDaemon:
+    process: asyncio.subprocess.Process
+    notifications: Notifications
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class DaemonError(RuntimeError):
+    """aklited did not become ready, or did not stop cleanly."""
+
+
+@asynccontextmanager
+async def running_aklited(
+    config_dir: Path, env: Mapping[str, str], workdir: Path, name: str = "aklited"
+) -> AsyncIterator[RunningDaemon]:
+    """``aklited -c config_dir``, ready (READY=1) on entry, stopped with SIGTERM on exit.
+
+    Its output goes to ``workdir/<name>.log``; the exit must be 0.
+    """
+    notifications = Notifications(workdir / f"notify-{name}")
+    log_path = workdir / f"{name}.log"
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aklited.daemon.runner", "-c", str(config_dir),
+            env={**env, "NOTIFY_SOCKET": str(notifications.path)}, stdout=log, stderr=log,
+        )  # fmt: skip
+    daemon = RunningDaemon(process, notifications, log_path)
+    try:
+        ready = asyncio.ensure_future(notifications.wait_for("READY=1"))
+        exited = asyncio.ensure_future(process.wait())
+        await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        if not ready.done():
+            raise DaemonError(f"aklited exited before it was ready:\n{daemon.log()}")
+        yield daemon
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), SAFETY_S)
+            if code != 0:
+                raise DaemonError(f"aklited stopped with {code}:\n{daemon.log()}")
+        notifications.close()
+
+
+async def aklitectl(env: Mapping[str, str], *args: str) -> tuple[int, Any]:
+    """``aklitectl --json ARGS``: its exit code and its parsed answer (stderr on a failure)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aklited.cli.ctl", "--json", *args,
+        env=dict(env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), SAFETY_S)
+    assert process.returncode is not None
+    if args[0] in ("status", "check") and process.returncode in (0, 16):
+        return process.returncode, json.loads(out)
+    # install / run / watch: the last line is the result; a failure says why on stderr
+    lines = out.decode().strip().splitlines()
+    last = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else err.decode()
+    return process.returncode, last
