@@ -23,6 +23,10 @@ from aklited.outcomes import StatusCode
 
 PROG = "aklitectl"
 PROPERTIES = "org.freedesktop.DBus.Properties"
+STOPPED = (
+    int(StatusCode.UNKNOWN_ERROR),
+    "aklited stopped before the update ended; it settles the update when it starts again",
+)
 
 
 class CtlError(Exception):
@@ -91,7 +95,13 @@ class Client:
         """Receive Completed and PropertiesChanged (before starting anything: none is lost)."""
 
         def handler(message: Message) -> None:
-            if message.message_type != MessageType.SIGNAL or message.path != OBJECT_PATH:
+            if message.message_type != MessageType.SIGNAL:
+                return
+            if message.member == "NameOwnerChanged" and message.body[0] == BUS_NAME:
+                if not message.body[2]:  # no new owner: the daemon is gone
+                    self.completed.put_nowait(STOPPED)
+                return
+            if message.path != OBJECT_PATH:
                 return
             if message.member == "Completed":
                 self.completed.put_nowait((int(message.body[0]), str(message.body[1])))
@@ -102,6 +112,9 @@ class Client:
         for rule in (
             f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',interface='{INTERFACE}'",
             f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',interface='{PROPERTIES}'",
+            # A daemon stopped mid-update sends no Completed: its name going away ends the wait.
+            "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+            f"arg0='{BUS_NAME}'",
         ):
             await self.bus.call(
                 Message(
@@ -200,7 +213,12 @@ async def _command(client: Client, args: argparse.Namespace) -> int:
             print(f"Status: {plain.get('reason')}")
         return int(plain.get("code", 1))
     await client.subscribe()
-    if args.command == "install":
+    if args.command == "watch":
+        # Where things stand first (and a daemon that is not running is said at once).
+        props = await client.properties()
+        now: dict[str, Any] = {k: props[k] for k in ("State", "Progress") if k in props}
+        _show_change(now, live=False, as_json=args.json)
+    elif args.command == "install":
         options: dict[str, Variant] = {"force": Variant("b", args.force)}
         if args.target:
             options["target"] = Variant("s", args.target)
@@ -223,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", help="state, current and pending target, last result, media")
-    sub.add_parser("watch", help="follow the update under way; exit with its status code")
+    sub.add_parser(
+        "watch", help="follow the update under way (or the next one); exit with its status code"
+    )
     install = sub.add_parser("install", help="install the bundle in PATH; exit with its code")
     install.add_argument("path", metavar="PATH", help="the bundle directory")
     install.add_argument("--force", action="store_true", help="allow an older target")
