@@ -277,3 +277,7 @@ class AppsRunError(AppsError):
     """App images could not be loaded, or the apps did not start and run (80)."""
 
     default_code = StatusCode.IMAGE_LOAD_FAILED
+
+
+class AppsEngineMissingError(AppsRunError):
+    """No Docker engine answers: apps can be neither loaded nor started (80)."""

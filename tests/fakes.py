@@ -80,6 +80,7 @@ Op = Literal[
     "rootfs.deploy.after",
     "rootfs.prune",
     "rootfs.verify_content",
+    "apps.ready",
     "apps.stage_size",
     "apps.stage",
     "apps.start",
@@ -335,6 +336,9 @@ class FakeApps:
 
     def _bytes(self, apps: Mapping[str, str]) -> int:
         return sum(self.sizes.get(uri, DEFAULT_APP_BYTES) for uri in set(apps.values()))
+
+    async def ready(self) -> None:
+        await self._faults.enter("apps.ready")
 
     async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
         await self._faults.enter("apps.stage_size")

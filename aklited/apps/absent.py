@@ -23,6 +23,9 @@ class NoApps:
     ) -> None:
         return None
 
+    async def ready(self) -> None:
+        return None
+
     async def verify_content(self, src_store: Path, apps: Mapping[str, str]) -> tuple[int, int]:
         return 0, 0
 

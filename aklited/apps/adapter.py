@@ -34,7 +34,7 @@ from aklited.apps.model import App
 from aklited.apps.platforms import Platform
 from aklited.apps.store import StoreReader
 from aklited.drivefs import DriveEntryError
-from aklited.errors import AppsCopyError, AppsError, AppsRunError
+from aklited.errors import AppsCopyError, AppsEngineMissingError, AppsError, AppsRunError
 
 log = structlog.get_logger(__name__)
 
@@ -309,6 +309,20 @@ class ComposeApps:
                 if e.status != 404:
                     log.warning("image kept", tag=tag, reason=e.message)
         await self._local.prune(keep)
+
+    async def engine_ready(self) -> str:
+        """The Docker engine's version, once it answers.
+
+        Raises:
+            AppsEngineMissingError: no engine answers at :attr:`docker_host` (80).
+        """
+        try:
+            version = await self._get_docker().version()
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as e:
+            where = self.docker_host or "the default socket"
+            reason = e.message if isinstance(e, aiodocker.DockerError) else str(e)
+            raise AppsEngineMissingError(f"no Docker engine answers at {where}: {reason}") from e
+        return str(version.get("Version", "unknown"))
 
     # -- internals ---------------------------------------------------------------------------
 

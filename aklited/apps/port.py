@@ -46,6 +46,10 @@ class ComposeAppsPort:
         if progress is not None:
             progress(total, total, f"loaded the images of {len(verified)} apps")
 
+    async def ready(self) -> None:
+        version = await self._apps.engine_ready()
+        log.debug("Docker engine answers", version=version)
+
     async def verify_content(self, src_store: Path, apps: Mapping[str, str]) -> tuple[int, int]:
         verified = await self._apps.verify(src_store, apps)
         return len(verified), sum(len(app.blobs()) for app in verified)

@@ -42,6 +42,8 @@ PROG = "aklited"
 DOCKER_UNIT = "docker.service"
 # How often a daemon without an engine (a damaged journal, ...) tries again.
 RETRY_S = 30.0
+# STATUS= is one line of `systemctl status`: long messages are cut.
+STATUS_MESSAGE_CHARS = 160
 
 log = structlog.get_logger(PROG)
 
@@ -60,7 +62,11 @@ def status_line(status: Status) -> str:
     current = status.current.get("name", "unknown")
     match str(status.state):
         case "idle":
-            return f"idle; running {current}"
+            code, message = status.last_result
+            if StatusCode(code).is_success or not message:
+                return f"idle; running {current}"
+            # An operator's `systemctl status` shows why the last update or drive failed.
+            return f"idle; running {current}; last result {code}: {_shorten(message)}"
         case "awaiting-reboot":
             return f"{status.pending.get('name', 'an update')} waits for a reboot"
         case "awaiting-docker-restart":
@@ -68,6 +74,10 @@ def status_line(status: Status) -> str:
         case state:
             percent, message, _ = status.progress
             return f"{state} {percent}%: {message}" if message else str(state)
+
+
+def _shorten(text: str, limit: int = STATUS_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Daemon:
@@ -173,8 +183,14 @@ async def start_engine(daemon: Daemon, stack: AsyncExitStack) -> bool:
         daemon.notifier.status(f"updates unavailable: {e.message}")
         return False
     daemon.jobs.attach(engine, after=daemon.after_update)
-    # A part the device lacks (no sysroot, ...) is said at start; updates say it again.
+    # A part the device lacks (no sysroot, no Docker engine) is said at start; the updates
+    # that need it say it again, and pick it up once it is there.
     await daemon.jobs.refresh_quietly(report=True)
+    for missing in await engine.missing_parts():
+        log.warning(
+            "updates that need it are refused", error=missing.message, code=int(missing.code)
+        )
+        daemon.jobs.report(int(missing.code), missing.message)
     return True
 
 

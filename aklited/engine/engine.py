@@ -374,6 +374,15 @@ class Engine:
         states = await self._apps.states(record.apps) if record.apps else {}
         return _installed(record, app_states=states, booted_commit=booted)
 
+    async def missing_parts(self) -> list[AkliteError]:
+        """What the device lacks for some updates (no Docker engine answers, ...), each as
+        the error an update that needs it raises; empty when nothing is missing."""
+        try:
+            await self._apps.ready()
+        except AkliteError as e:
+            return [e]
+        return []
+
     async def pending(self) -> tuple[Target, Phase] | None:
         """The install waiting for a reboot, a dockerd restart or its finalize, and where."""
         latest = await self._latest()
@@ -513,6 +522,14 @@ class Engine:
                 message += f"; {selection.stored_metadata_used}"
             return Outcome(StatusCode.OK, message, target.name)
 
+        if target.apps:
+            # Before aktualizr-lite is stopped or a byte is copied: without a Docker engine
+            # the install could only fail half-way.
+            try:
+                await self._apps.ready()
+            except (Exception, asyncio.CancelledError) as e:
+                await self._cleanup(partial(self._journal_failure, None, Phase.VERIFYING, e), e)
+                raise
         install = await self._db(
             self._journal.begin_install,
             target_name=target.name,

@@ -84,6 +84,11 @@ class AppsPort(Protocol):
         """Verify the apps in the bundle, copy them into the device store, load their images."""
         ...
 
+    async def ready(self) -> None:
+        """Return once apps can be installed here; raise AppsError (80) saying what is missing
+        (no Docker engine answers)."""
+        ...
+
     async def start(self, apps: Mapping[str, str]) -> None:
         """Install the compose projects from the device store, start them, check they run.
 

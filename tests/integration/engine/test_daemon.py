@@ -8,6 +8,7 @@ Stood in for: PID 1 and logind (python-dbusmock).
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -197,3 +198,84 @@ async def test_without_a_sysroot_the_daemon_serves_and_says_so(
             code, status = await aklitectl(device, "status")
             assert code == 0 and status["State"] == "idle"
     assert not any(call.startswith("Reboot") for call in logind.calls())
+
+
+async def test_watch_follows_an_install_and_exits_with_its_code(
+    e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
+) -> None:
+    device, factory, _ = e2e
+    (device.config_dir / "50-daemon.toml").write_text("[aklited]\nauto_reboot = false\n")
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    with usb_drive(tmp_path) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        async with aklited(device, tmp_path, "watch"):
+            watch = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "aklited.cli.ctl", "watch",
+                env=device.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert watch.stdout is not None
+            # Its first line says where things stand, once it listens for what follows.
+            first = await asyncio.wait_for(watch.stdout.readline(), SAFETY_S)
+            assert first.decode() == "state: idle\n"
+            code, done = await aklitectl(device, "install", str(bundle))
+            assert code == 100, done
+            rest, err = await asyncio.wait_for(watch.communicate(), SAFETY_S)
+    assert watch.returncode == 100, err.decode()
+    lines = rest.decode().splitlines()
+    states = [line.removeprefix("state: ") for line in lines if line.startswith("state: ")]
+    assert states == ["verifying", "installing", "awaiting-reboot"], lines
+    percents = [int(line.split("%")[0]) for line in lines if line[:3].strip().isdigit()]
+    assert percents and percents == sorted(percents) and percents[-1] > 50, lines
+    assert err.decode().strip() == "" and lines[-1].endswith("[100]")
+
+
+async def test_watch_ends_when_the_daemon_stops(
+    e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
+) -> None:
+    device, _, _ = e2e
+    async with aklited(device, tmp_path, "watch-stop"):
+        watch = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aklited.cli.ctl", "watch",
+            env=device.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert watch.stdout is not None
+        assert await asyncio.wait_for(watch.stdout.readline(), SAFETY_S) == b"state: idle\n"
+    # The daemon got SIGTERM on leaving the block: watch says so instead of waiting forever.
+    _, err = await asyncio.wait_for(watch.communicate(), SAFETY_S)
+    assert watch.returncode == 1
+    assert "aklited stopped before the update ended" in err.decode()
+
+
+async def test_without_a_docker_engine_the_daemon_serves_says_so_and_picks_it_up(
+    e2e: tuple[Device, Factory, SystemdMock], logind: LogindMock, tmp_path: Path
+) -> None:
+    device, factory, systemd = e2e
+    # The engine's socket is not there (dockerd not started yet, or failed to start).
+    socket = tmp_path / "later/docker.sock"
+    (device.config_dir / "zz-docker.toml").write_text(
+        f'[aklited]\ndocker_host = "unix://{socket}"\nauto_reboot = false\n'
+    )
+    v2 = await factory.release(2, apps={"app1": factory.app("app1", version=2)})
+    with usb_drive(tmp_path) as drive:
+        bundle = await factory.write_bundle(drive.mountpoint / "update", [v2])
+        async with aklited(device, tmp_path, "no-docker") as notifications:
+            # Ready all the same, and it says what is missing.
+            code, status = await aklitectl(device, "status")
+            assert code == 0 and status["State"] == "idle"
+            assert status["LastResult"][0] == 80
+            assert f"no Docker engine answers at unix://{socket}" in status["LastResult"][1]
+            ready = next(m for m in notifications.received if "READY=1" in m.splitlines())
+            assert "no Docker engine answers" in ready
+
+            # An install with apps is refused before it stops aktualizr-lite or copies a byte.
+            code, refused = await aklitectl(device, "install", str(bundle))
+            assert code == 80 and "no Docker engine answers" in refused["message"], refused
+            assert not any(call.startswith("StopUnit") for call in systemd.calls())
+            commit = device.sim.sysroot / f"ostree/repo/objects/{v2.commit[:2]}"
+            assert not (commit / f"{v2.commit[2:]}.commit").exists()
+
+            # dockerd comes up: the next install goes through, no restart of aklited needed.
+            await asyncio.to_thread(socket.parent.mkdir)
+            await asyncio.to_thread(socket.symlink_to, device.dockerd.socket)
+            code, done = await aklitectl(device, "install", str(bundle))
+            assert code == 100, done

@@ -18,6 +18,7 @@ from aklited.errors import (
     AppsContentMissingError,
     AppsCopyError,
     AppsCorruptError,
+    AppsEngineMissingError,
     AppsNoSpaceError,
     AppsRunError,
     BundleContentRejectedError,
@@ -177,6 +178,33 @@ async def test_a_bundle_that_fails_verification_changes_nothing(
     assert device.aklite_running
     assert not device.lock.held
     assert "rootfs.pull" not in device.faults.calls
+
+
+async def test_without_a_docker_engine_an_install_with_apps_is_refused_before_anything(
+    rig: Rig,
+) -> None:
+    error = AppsEngineMissingError("no Docker engine answers at unix:///run/docker.sock")
+    rig.device.faults.fail("apps.ready", error)
+
+    with pytest.raises(AppsEngineMissingError) as raised:
+        await rig.engine.install(rig.bundle(make_target(2)))
+
+    assert raised.value.code == StatusCode.IMAGE_LOAD_FAILED
+    assert [i.target_name for i in await rig.installs()] == [INITIAL_TARGET]
+    device = rig.device
+    assert device.services.jobs == []  # aktualizr-lite was never stopped
+    assert device.rootfs.pulled == [] and "apps.stage" not in device.faults.calls
+    assert [e.state for e in (await rig.events())[-1:]] == [f"{Phase.VERIFYING}-failed"]
+    assert not device.lock.held
+
+
+async def test_without_a_docker_engine_a_rootfs_only_target_installs(rig: Rig) -> None:
+    rig.device.faults.fail("apps.ready", AppsEngineMissingError("no Docker engine answers"))
+
+    outcome = await rig.engine.install(rig.bundle(make_target(2, apps=())))
+
+    assert outcome.code == StatusCode.NEEDS_REBOOT
+    assert "apps.ready" not in rig.device.faults.calls
 
 
 async def test_a_failed_verification_is_journalled(rig: Rig) -> None:
