@@ -14,6 +14,8 @@ import pytest
 
 from aklited_sim.udev import UDEVD, Udevd, running_udevd, udevd_answers
 
+__all__ = ["Udevd", "udevd_fixture"]
+
 
 def udevd_fixture() -> Iterator[Udevd]:
     """Body of a fixture: the running udevd, or one started here and stopped afterwards."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,20 @@ from typing import Any
 import pytest
 
 from aklited_sim.bus import LogindMock, SystemdMock
+from aklited_sim.daemon import running_aklited
 from aklited_sim.factory import Factory
 from aklited_sim.udev import LoopDrives, loop_media_rules
+from tests.helpers.drive import (
+    blkio_group,
+    drop_caches,
+    freezer_group,
+    join,
+    leave,
+    pull_out,
+    set_freezer,
+    slow_reads,
+    wait_for_copying,
+)
 from tests.helpers.udevd import Udevd, udevd_fixture
 from tests.integration.engine.harness import Device, usb_drive
 from tests.integration.engine.test_daemon import (
@@ -239,3 +252,65 @@ async def test_a_second_drive_waits_its_turn_and_never_starts_a_second_install(
     assert status["PendingTarget"]["name"] == v2.name
     installs = [i["target_name"] for i in device.installs() if i["target_name"] != "initial-target"]
     assert installs == [v2.name]
+
+
+def mountpoint_of(devnode: str) -> Path:
+    """Where ``devnode`` is mounted now (the daemon mounts drives in this namespace here)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        source = fields[fields.index("-") + 2]
+        if source == devnode:
+            return Path(fields[4])
+    raise AssertionError(f"{devnode} is not mounted")
+
+
+async def test_a_drive_pulled_mid_install_fails_it_and_the_daemon_keeps_serving(
+    e2e: tuple[Device, Factory, SystemdMock],
+    logind: LogindMock,
+    loops: LoopDrives,
+    tmp_path: Path,
+) -> None:
+    device, factory, systemd = e2e
+    (device.config_dir / "50-daemon.toml").write_text("[aklited]\nauto_reboot = false\n")
+    # enough incompressible content that the pull takes a while
+    payload = {f"usr/share/data/blob-{i:04d}": os.urandom(64 * 1024) for i in range(1200)}
+    v2 = await factory.release_with_files(2, files=payload)
+    for name in ("bad", "good"):
+        with usb_drive(tmp_path / name, size_mib=384) as drive:
+            await factory.write_bundle(drive.mountpoint / "offline-update", [v2])
+    repo = device.sim.sysroot / "ostree" / "repo"
+
+    async with running_aklited(device.config_dir, device.env(), tmp_path, "pulled") as daemon:
+        pid = daemon.process.pid
+        drop_caches()
+        with blkio_group() as slow, freezer_group() as freezer:
+            # The daemon, and every process it starts from now on (ostree), in both groups;
+            # frozen until the drive's reads are slowed down, so the copy surely takes a while.
+            join(slow, pid)
+            join(freezer, pid)
+            set_freezer(freezer, "FROZEN")
+            plugged = await asyncio.to_thread(loops.attach, tmp_path / "bad/usb.img")
+            slow_reads(slow, plugged)
+            set_freezer(freezer, "THAWED")
+            await asyncio.to_thread(wait_for_copying, repo, daemon.running)
+            set_freezer(freezer, "FROZEN")
+            pull_out(mountpoint_of(plugged))
+            set_freezer(freezer, "THAWED")
+            status = await status_when(device, drive_done(plugged))
+            leave(slow, pid)
+            leave(freezer, pid)
+        assert status["LastResult"][0] == 50, status["LastResult"]
+        assert media_of(status, plugged)["found"].startswith(f"{v2.name} [50]: ")
+        assert media_of(status, plugged)["state"] == "unmounted"
+        assert status["State"] == "idle" and status["PendingTarget"] == {}
+        assert status["CurrentTarget"]["name"] == "initial-target"
+        jobs = [c.split()[0] for c in systemd.calls() if c.split()[0] in ("StartUnit", "StopUnit")]
+        assert jobs[-1] == "StartUnit"  # aktualizr-lite runs again
+        await asyncio.to_thread(loops.detach, plugged)
+
+        # The daemon keeps serving: the next drive installs.
+        good, status = await plug_in(device, loops, tmp_path / "good/usb.img")
+        assert media_of(status, good)["found"] == f"{v2.name} [100]"
+        assert status["State"] == "awaiting-reboot"
+    states = device.journal_states()
+    assert "pulling-failed" in states

@@ -8,79 +8,23 @@ cannot finish meanwhile, pulls the drive, and thaws it."""
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from aklited_sim.bus import SystemdMock
 from aklited_sim.factory import Factory
-from tests.helpers.drive import pull_out
+from tests.helpers.drive import (
+    drop_caches,
+    freezer_group,
+    pull_out,
+    set_freezer,
+    slow_reads_from,
+    wait_for_copying,
+)
 from tests.integration.engine.harness import Device, usb_drive
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
-
-BLKIO = Path("/sys/fs/cgroup/blkio")
-# The simulated drive reads at a USB-stick pace, so the pull is surely under way when the
-# drive goes: without it, a fast machine may finish the copy first.
-DRIVE_BYTES_PER_S = 16 * 1024 * 1024
-
-
-@contextmanager
-def slow_reads_from(device: str) -> Iterator[Path]:
-    """A blkio cgroup whose members read ``device`` at DRIVE_BYTES_PER_S at most."""
-    if not (BLKIO / "blkio.throttle.read_bps_device").exists():
-        pytest.skip("the blkio cgroup controller (v1) is needed to slow the drive down")
-    rdev = os.stat(device).st_rdev
-    group = BLKIO / f"aklited-test-{os.getpid()}"
-    group.mkdir()
-    try:
-        (group / "blkio.throttle.read_bps_device").write_text(
-            f"{os.major(rdev)}:{os.minor(rdev)} {DRIVE_BYTES_PER_S}"
-        )
-        yield group
-    finally:
-        group.rmdir()
-
-
-def drop_caches() -> None:
-    # reads must reach the drive, not the page cache, for the pull to notice it is gone
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-FREEZER = Path("/sys/fs/cgroup/freezer")
-
-
-@contextmanager
-def freezer_group() -> Iterator[Path]:
-    """A (v1) freezer cgroup: its members stop where they are while it is FROZEN."""
-    if not (FREEZER / "cgroup.procs").exists():
-        pytest.skip("the freezer cgroup controller (v1) is needed to pull the drive mid-copy")
-    group = FREEZER / f"aklited-test-{os.getpid()}"
-    group.mkdir()
-    try:
-        yield group
-    finally:
-        set_freezer(group, "THAWED")
-        group.rmdir()
-
-
-def set_freezer(group: Path, state: str) -> None:
-    (group / "freezer.state").write_text(state)
-    while (group / "freezer.state").read_text().strip() != state:
-        time.sleep(0.001)  # FREEZING: the kernel is still stopping the members
-
-
-def wait_for_copying(repo: Path, proc: subprocess.Popen[str]) -> None:
-    """Until ostree has written a content object of the pull into the sysroot repo."""
-    deadline = time.monotonic() + 120
-    while not any((repo / "tmp").glob("staging-*/*/*.file")):
-        assert proc.poll() is None, "install ended before any byte was copied"
-        assert time.monotonic() < deadline, "install did not start copying"
-        time.sleep(0.005)
 
 
 async def test_drive_pulled_mid_pull(
@@ -99,7 +43,7 @@ async def test_drive_pulled_mid_pull(
         with slow_reads_from(drive.device) as group, freezer_group() as freezer:
             proc = device.start_cli("install", "-s", str(bundle), cgroups=(group, freezer))
             try:
-                wait_for_copying(repo, proc)
+                wait_for_copying(repo, lambda: proc.poll() is None)
                 set_freezer(freezer, "FROZEN")
                 # frozen mid-copy: the commit has not landed in the sysroot repo yet
                 assert not (repo / "objects" / v2.commit[:2] / f"{v2.commit[2:]}.commit").exists()
