@@ -48,6 +48,9 @@ class RunningDaemon:
     notifications: Notifications
     log_path: Path
 
+    def running(self) -> bool:
+        return self.process.returncode is None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -58,18 +61,25 @@ class DaemonError(RuntimeError):
 
 @asynccontextmanager
 async def running_aklited(
-    config_dir: Path, env: Mapping[str, str], workdir: Path, name: str = "aklited"
+    config_dir: Path,
+    env: Mapping[str, str],
+    workdir: Path,
+    name: str = "aklited",
+    *,
+    extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[RunningDaemon]:
     """``aklited -c config_dir``, ready (READY=1) on entry, stopped with SIGTERM on exit.
 
-    Its output goes to ``workdir/<name>.log``; the exit must be 0.
+    Its output goes to ``workdir/<name>.log``; the exit must be 0. ``extra_env`` adds to
+    ``env`` what systemd would set for the unit (e.g. ``WATCHDOG_USEC``).
     """
     notifications = Notifications(workdir / f"notify-{name}")
     log_path = workdir / f"{name}.log"
     with log_path.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "aklited.daemon.runner", "-c", str(config_dir),
-            env={**env, "NOTIFY_SOCKET": str(notifications.path)}, stdout=log, stderr=log,
+            env={**env, **(extra_env or {}), "NOTIFY_SOCKET": str(notifications.path)},
+            stdout=log, stderr=log,
         )  # fmt: skip
     daemon = RunningDaemon(process, notifications, log_path)
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -114,9 +114,14 @@ class World:
             "PYTHONPATH": str(REPO),
         }
 
-    def daemon(self, name: str = "aklited") -> AbstractAsyncContextManager[RunningDaemon]:
-        """aklited for this device, ready on entry, stopped with SIGTERM on exit."""
-        return running_aklited(self.config_dir, self.env(), self.root, name)
+    def daemon(
+        self, name: str = "aklited", *, extra_env: Mapping[str, str] | None = None
+    ) -> AbstractAsyncContextManager[RunningDaemon]:
+        """aklited for this device, ready on entry, stopped with SIGTERM on exit.
+
+        ``extra_env``: variables systemd would add for the unit (e.g. ``WATCHDOG_USEC``).
+        """
+        return running_aklited(self.config_dir, self.env(), self.root, name, extra_env=extra_env)
 
     async def aklitectl(self, *args: str) -> tuple[int, Any]:
         return await aklitectl(self.env(), *args)
