@@ -7,7 +7,7 @@ demo and the benchmarks publish releases through it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,16 +52,27 @@ class Factory:
             self._base = self._builder.layer_from_tar(tar)
         return self._builder, self._base
 
-    def app(self, name: str, *, version: int, failing: bool = False) -> str:
-        """An app whose single service runs (or exits 1); a new version differs in its command."""
+    def app(
+        self,
+        name: str,
+        *,
+        version: int,
+        failing: bool = False,
+        command: Sequence[str] | None = None,
+    ) -> str:
+        """An app whose single service runs (or exits 1); a new version differs in its command.
+
+        ``command`` replaces the service's default one (e.g. to print what it is first).
+        """
         builder, base = self._layers()
         image = builder.image(f"{name}-img", [base])
-        command = ["sh", "-c", "exit 1"] if failing else ["sleep", f"{3600 + version}"]
+        if command is None:
+            command = ["sh", "-c", "exit 1"] if failing else ["sleep", f"{3600 + version}"]
         built = builder.app(
             name,
             {
                 "main": ServiceSpec(
-                    image, {"command": command, "init": True, "network_mode": "none"}
+                    image, {"command": list(command), "init": True, "network_mode": "none"}
                 )
             },
         )
@@ -73,11 +84,13 @@ class Factory:
         *,
         apps: Mapping[str, str] | None = None,
         same_rootfs_as: int | None = None,
+        files: Mapping[str, bytes] | None = None,
     ) -> Release:
+        """A release: a new rootfs (with extra ``files``) or another release's, and ``apps``."""
         if same_rootfs_as is not None:
             commit = self.releases[same_rootfs_as].commit
         else:
-            tree = await make_tree(self.root / f"tree-{version}", version=str(version))
+            tree = await make_tree(self.root / f"tree-{version}", version=str(version), files=files)
             commit = await commit_tree(self.repo, tree, subject=f"v{version}", version=str(version))
         release = Release(
             name=f"{HWID}-lmp-{version}", version=version, commit=commit, apps=dict(apps or {})
