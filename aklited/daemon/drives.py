@@ -80,7 +80,6 @@ class DriveHandler:
             elif isinstance(event, DriveRemoved) and event.devnode in self._drives:
                 del self._drives[event.devnode]
                 self._publish([d.as_dict() for d in self._drives.values()])
-                log.info("drive removed", device=event.devnode)
 
     async def work(self) -> None:
         """Handle the drives in the order they came, each once no update runs."""
@@ -93,19 +92,19 @@ class DriveHandler:
 
     async def handle(self, drive: Drive) -> None:
         """Mount, find, check, install; unmount as soon as done, and say so."""
-        log.info("drive attached", device=drive.devnode, label=drive.label, fs=drive.fs_type)
+        log.info("drive taken", devnode=drive.devnode, label=drive.label, fs_type=drive.fs_type)
         try:
             async with mount_drive(drive, self._media_root) as mounted:
                 self._set(drive.devnode, state="mounted")
                 found = await self._use(mounted.mountpoint)
         except AkliteError as e:
-            log.warning("drive refused", device=drive.devnode, error=e.message)
+            log.warning("drive refused", devnode=drive.devnode, error=e.message)
             self._jobs.report(int(e.code), f"{drive.devnode}: {e.message}")
             self._set(drive.devnode, state="refused", found=e.message, safe_to_remove=True)
         else:
             self._set(drive.devnode, state="unmounted", found=found, safe_to_remove=True)
         name = drive.label or drive.devnode
-        log.info("drive can be removed", device=drive.devnode, label=drive.label)
+        log.info("drive can be removed", devnode=drive.devnode, label=drive.label)
         self._say(f"{name}: safe to remove")
 
     async def _use(self, mountpoint: Path) -> str:

@@ -76,6 +76,17 @@ def status_line(status: Status) -> str:
             return f"{state} {percent}%: {message}" if message else str(state)
 
 
+def _shown(status: Status) -> tuple[object, ...]:
+    """What :func:`status_line` shows, progress in steps of 10%: a new line when it changes."""
+    return (
+        status.state,
+        status.progress[0] // 10,
+        status.current.get("name"),
+        status.pending.get("name"),
+        status.last_result,
+    )
+
+
 def _shorten(text: str, limit: int = STATUS_MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -90,12 +101,12 @@ class Daemon:
         self.bus: MessageBus | None = None
         self.services: ServicesPort | None = None
         self.service: UpdaterService | None = None
-        self.jobs = Jobs(self._status_changed)
+        self.jobs = Jobs(self.status_changed)
 
-    def _status_changed(self, before: Status, after: Status) -> None:
+    def status_changed(self, before: Status, after: Status) -> None:
         if self.service is not None:
             self.service.status_changed(before, after)
-        if (before.state, before.progress[0] // 10) != (after.state, after.progress[0] // 10):
+        if _shown(before) != _shown(after):
             self.notifier.status(status_line(after))
 
     async def after_update(self, outcome: Outcome) -> bool:

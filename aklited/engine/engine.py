@@ -242,7 +242,8 @@ class Engine:
 
     async def _record(self, install_id: int | None, phase: Phase, **detail: Any) -> None:
         await self._db(self._journal.record, install_id, str(phase), **detail)
-        log.info("transition", state=str(phase), install=install_id, **detail)
+        ids = {"install": install_id} if install_id is not None else {}  # none yet: verifying
+        log.info("transition", state=str(phase), **ids, **detail)
         self._announce(phase, detail)
 
     async def _finish(

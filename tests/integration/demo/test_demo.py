@@ -78,7 +78,7 @@ def test_the_demo_shows_aklited_updating_the_device_from_a_drive() -> None:
         "aklitectl watch | state: idle",
         "/dev/loop",
         "aklited | ",
-        "drive attached",
+        "drive taken",
         "aklitectl watch | state: installing",
         f"aklitectl watch | {RELEASE_2} is deployed [100]",
         "logind | Reboot False",
