@@ -1,0 +1,1 @@
+"""Benchmarks: each script measures aklited against a baseline; ``run.py`` runs them all."""
