@@ -90,8 +90,8 @@ async def build_engine(
 ) -> AsyncIterator[Engine]:
     """The engine for this device, with every connection closed on exit (in reverse order).
 
-    ``readonly`` serves ``check``: the journal is opened read-only (an empty one in memory
-    when the device has none yet) and systemd is not asked for anything. Without
+    ``readonly`` serves ``check`` and ``current``: the journal is opened read-only (an empty
+    one in memory when the device has none yet) and systemd is not asked for anything. Without
     ``with_apps`` (a check of the metadata only) the apps are never touched, so the
     Docker client libraries are not even loaded.
     """

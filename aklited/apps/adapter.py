@@ -158,6 +158,7 @@ class ComposeApps:
         target_apps: Mapping[str, str],
         *,
         shortlist: tuple[str, ...] | None = None,
+        quick: bool = False,
     ) -> tuple[App, ...]:
         """Verify a target's apps (``name -> uri``) in a store, e.g. a bundle's ``apps/``.
 
@@ -165,11 +166,15 @@ class ComposeApps:
             source_root: the store root.
             target_apps: the target's ``docker_compose_apps`` as name -> uri.
             shortlist: ``pacman.compose_apps``; None means every app of the target.
+            quick: hash the metadata blobs (manifests, indexes) and check the large ones
+                (configs, layers, compose bundles) by size only: for a :meth:`fetch` that
+                hashes every byte it copies before the blob may be used.
 
         Raises:
             AppsError: 8 if an app or blob is missing, 70 if any content fails verification.
         """
-        return await self.reader(source_root).read_apps(target_apps, shortlist=shortlist)
+        reader = self.reader(source_root, quick=quick)
+        return await reader.read_apps(target_apps, shortlist=shortlist)
 
     @_seam(AppsCopyError, "verifying the device's apps")
     async def verify_local(
@@ -207,15 +212,19 @@ class ComposeApps:
     # -- engine verbs ------------------------------------------------------------------------
 
     @_seam(AppsRunError, "loading app images")
-    async def load(self, apps: Sequence[App]) -> None:
+    async def load(self, apps: Sequence[App], *, rehash: bool = True) -> None:
         """Load the apps' images from the local store into Docker (present ones are skipped).
+
+        ``rehash=False`` when the blobs were hashed as :meth:`fetch` copied them a moment
+        before: they are streamed as they are (sizes still checked; Docker checks the layers
+        against each image's config).
 
         Raises:
             AppsError: 80 if the engine refuses an image; a failed app leaves no image behind.
         """
         loader = self._get_loader()
         for app in apps:
-            await loader.load(app.images, what=f"app {app.name}")
+            await loader.load(app.images, what=f"app {app.name}", rehash=rehash)
 
     @_seam(AppsRunError, "installing apps")
     async def install(self, apps: Sequence[App]) -> None:

@@ -175,7 +175,10 @@ def check_blob_size(files: BundleFiles, blob: Blob, *, what: str) -> None:
     except DriveEntryError as e:
         raise drive_refusal(e, what) from e
     if not stat.S_ISREG(info.st_mode):
-        raise AppsCorruptError(f"{what}: blob {blob.hex[:12]} is {describe_mode(info.st_mode)}")
+        # Named by its path, as the confined reader names what it refuses.
+        raise AppsCorruptError(
+            f"{what}: {_relative(blob.hex)} is {describe_mode(info.st_mode)}, not a regular file"
+        )
     if info.st_size != blob.size:
         raise AppsCorruptError(
             f"{what}: blob {blob.hex[:12]} is {info.st_size} bytes, {blob.size} declared"

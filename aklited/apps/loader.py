@@ -2,8 +2,10 @@
 
 The tar is built on the fly from the store (``manifest.json`` first, then each unique blob named
 by its hex, gzip layers as stored), so nothing is unpacked to disk and no layer is held in memory.
-Every blob is hashed again as it streams: a blob that changed since it was verified aborts the
-upload, and dockerd discards a truncated load.
+Unless the caller has just verified the blobs (they were hashed as they were copied into the
+store, a moment before), every blob is hashed again as it streams: a blob that changed since it
+was verified aborts the upload, and dockerd discards a truncated load. Either way a blob of the
+wrong size aborts it, and Docker checks every layer against the image's config itself.
 
 An LmP-patched dockerd also accepts ``LayersRoot`` (read blobs from the store directly) and digest
 references in ``RepoTags``; that mode is tried first, and a vanilla engine's refusal switches this
@@ -64,7 +66,9 @@ class ImageLoader:
         """Whether the engine took a digest-ref load (None: no load tried yet)."""
         return self._patched
 
-    async def load(self, images: Sequence[AppImage], *, what: str) -> LoadOutcome:
+    async def load(
+        self, images: Sequence[AppImage], *, what: str, rehash: bool = True
+    ) -> LoadOutcome:
         """Load ``images`` that the engine lacks, tag them and check their ids.
 
         On failure, images this call created are removed again, so a bad app leaves nothing.
@@ -81,7 +85,7 @@ class ImageLoader:
         if missing:
             await self._check_layer_formats(missing, what=what)
             try:
-                await self._load_missing(missing, what=what)
+                await self._load_missing(missing, what=what, rehash=rehash)
                 for image in missing:
                     await self._confirm(image, what=what)
             except BaseException as e:
@@ -151,22 +155,24 @@ class ImageLoader:
                 f"{what}: blob {layer.hex[:12]} cannot be read: {e.strerror or e}"
             ) from e
 
-    async def _load_missing(self, images: Sequence[AppImage], *, what: str) -> None:
+    async def _load_missing(self, images: Sequence[AppImage], *, what: str, rehash: bool) -> None:
         if self._patched is not False:
             try:
-                await self._post_load(images, patched=True, what=what)
+                await self._post_load(images, patched=True, what=what, rehash=rehash)
             except _DigestLoadRefusedError as e:
                 log.info("engine refused a digest-ref load; loading by tags", reason=e.message)
             else:
                 self._patched = True
                 return
-        await self._post_load(images, patched=False, what=what)
+        await self._post_load(images, patched=False, what=what, rehash=rehash)
         self._patched = False
 
-    async def _post_load(self, images: Sequence[AppImage], *, patched: bool, what: str) -> None:
+    async def _post_load(
+        self, images: Sequence[AppImage], *, patched: bool, what: str, rehash: bool
+    ) -> None:
         """POST one load; an engine's answer refusing a digest-ref load is a
         :class:`_DigestLoadRefusedError`, any other failure (a connection that drops) is not."""
-        body = TarStream(self._root, images, patched=patched, what=what)
+        body = TarStream(self._root, images, patched=patched, what=what, rehash=rehash)
         refused = _DigestLoadRefusedError if patched else AppsRunError
         messages: list[str] = []
         try:
@@ -241,12 +247,19 @@ class TarStream:
     """A docker-save tar of some images, produced chunk by chunk from the store's blobs."""
 
     def __init__(
-        self, store_root: Path, images: Sequence[AppImage], *, patched: bool, what: str
+        self,
+        store_root: Path,
+        images: Sequence[AppImage],
+        *,
+        patched: bool,
+        what: str,
+        rehash: bool = True,
     ) -> None:
         self._root = store_root
         self._images = images
         self._patched = patched
         self._what = what
+        self._rehash = rehash
         self.failure: AppsError | None = None
 
     def manifest(self) -> bytes:
@@ -289,23 +302,23 @@ class TarStream:
                     f"{self._what}: blob {blob.hex[:12]} cannot be read: {e.strerror}"
                 )
                 raise self.failure from e
-            digest = hashlib.sha256()
+            digest = hashlib.sha256() if self._rehash else None
             sent = 0
             # Read (and hash) the next chunk while the current one is on its way to dockerd.
-            pending = asyncio.ensure_future(asyncio.to_thread(_read_hashed, f, digest))
+            pending = asyncio.ensure_future(asyncio.to_thread(_read_chunk, f, digest))
             try:
                 while chunk := await pending:
                     sent += len(chunk)
                     if sent > blob.size:
                         break
-                    pending = asyncio.ensure_future(asyncio.to_thread(_read_hashed, f, digest))
+                    pending = asyncio.ensure_future(asyncio.to_thread(_read_chunk, f, digest))
                     yield chunk
             finally:
                 try:
                     await _drop_read(pending)
                 finally:
                     await asyncio.to_thread(f.close)
-            if sent != blob.size or digest.hexdigest() != blob.hex:
+            if sent != blob.size or (digest is not None and digest.hexdigest() != blob.hex):
                 self.failure = AppsCorruptError(
                     f"{self._what}: blob {blob.hex[:12]} changed since it was verified"
                 )
@@ -326,9 +339,10 @@ async def _drop_read(pending: asyncio.Future[bytes]) -> None:
         pending.exception()  # mark it retrieved: asyncio would log it as never retrieved
 
 
-def _read_hashed(f: BinaryIO, digest: Any) -> bytes:
+def _read_chunk(f: BinaryIO, digest: Any | None) -> bytes:
     chunk = f.read(STREAM_CHUNK)
-    digest.update(chunk)
+    if digest is not None:
+        digest.update(chunk)
     return chunk
 
 

@@ -33,7 +33,10 @@ class ComposeAppsPort:
     async def stage(
         self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
     ) -> None:
-        verified = await self._apps.verify(src_store, apps)
+        # Each byte off the drive is read and hashed once: the metadata here, every large
+        # blob as fetch() copies it (a blob becomes usable in the store only once it matched);
+        # the load then streams the store's blobs without hashing them a third time.
+        verified = await self._apps.verify(src_store, apps, quick=True)
         total = _blob_bytes(verified)
 
         def copied(done: int, needed: int, message: str) -> None:
@@ -42,7 +45,7 @@ class ComposeAppsPort:
                 progress(total - needed + done, total, message)
 
         await self._apps.fetch(src_store, verified, progress=copied)
-        await self._apps.load(verified)
+        await self._apps.load(verified, rehash=False)
         if progress is not None:
             progress(total, total, f"loaded the images of {len(verified)} apps")
 

@@ -72,8 +72,9 @@ class StoreReader:
             platform: the device platform images are chosen for.
             compose: how to run ``docker compose config``.
             work_dir: where bundles are unpacked for reading (default: the system temp dir).
-            quick: check bundle, config and layer blobs by size only (metadata blobs are always
-                hashed); for the device's own store, whose blobs were hashed when copied in.
+            quick: check config and layer blobs by size only (metadata blobs and compose
+                bundles are always hashed): for the device's own store, whose blobs were hashed
+                when copied in, and for a drive whose blobs are hashed as they are copied in.
         """
         self._root = store_root
         self._files = blobstore.store_files(store_root)
@@ -124,7 +125,11 @@ class StoreReader:
         )
         manifest = Blob(hex=ref.hex, size=len(raw), media_type=OCI_MANIFEST)
         bundle, extras = _parse_app_manifest(_json(raw, what=f"{what} manifest"), what=what)
-        await self._check_blob(bundle, what=f"{what} compose bundle")
+        # Always hashed, quick or not: what the compose file says decides which images are
+        # read, and a compose bundle is small.
+        await asyncio.to_thread(
+            blobstore.verify_blob_file, self._files, bundle, what=f"{what} compose bundle"
+        )
         extras = tuple([b for b in extras if await self._verify_optional(b, what=what)])
         services = await self._read_services(name, bundle, what=what)
         images: dict[str, AppImage] = {}

@@ -170,7 +170,8 @@ async def _cmd_run(config: Config, _args: argparse.Namespace) -> int:
 async def _cmd_current(config: Config, _args: argparse.Namespace) -> int:
     from aklited.wiring import build_engine  # noqa: PLC0415
 
-    async with build_engine(config) as engine:
+    # Reads only: no system bus, no lock, the journal opened read-only.
+    async with build_engine(config, readonly=True) as engine:
         info = await engine.current()
     print(f"Target: {info.name}")
     print(f"Version: {info.version}")

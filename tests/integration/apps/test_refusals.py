@@ -21,8 +21,8 @@ from aklite_bundle.appstore import (
     render_compose,
 )
 from aklited.apps.blobs import blob_path
-from aklited.apps.model import App
 from aklited.apps.platforms import Platform
+from aklited.apps.port import ComposeAppsPort
 from aklited.apps.tarsafe import COMPOSE_FILE
 from aklited.errors import AppsError
 from aklited.outcomes import StatusCode
@@ -35,15 +35,13 @@ VERIFICATION_FAILED = StatusCode.VERIFICATION_FAILED
 IMAGE_LOAD_FAILED = StatusCode.IMAGE_LOAD_FAILED
 
 
-async def _install(env: AppsEnv, app: BuiltApp) -> tuple[App, ...]:
-    """The engine's sequence for one app: verify, fetch, load, install, start."""
+async def _install(env: AppsEnv, app: BuiltApp) -> None:
+    """The engine's sequence for one app, through its port: stage (the drive's metadata
+    checked, every large blob hashed as it is copied, the images loaded), then start."""
     async with env.adapter() as apps:
-        verified = await apps.verify(env.bundle, {app.name: app.uri})
-        await apps.fetch(env.bundle, verified)
-        await apps.load(verified)
-        await apps.install(verified)
-        await apps.start(verified)
-        return verified
+        port = ComposeAppsPort(apps)
+        await port.stage(env.bundle, {app.name: app.uri})
+        await port.start({app.name: app.uri})
 
 
 async def _refused(env: AppsEnv, docker: aiodocker.Docker, app: BuiltApp) -> AppsError:
@@ -87,6 +85,7 @@ async def test_flipped_byte_in_any_blob_is_refused(
     assert err.code == VERIFICATION_FAILED
     assert hex_[:12] in err.message
     assert "does not match its sha256 digest" in err.message
+    assert not blob_path(env.store, hex_).exists()  # never usable on the device
 
 
 @pytest.mark.parametrize("change", [b"extra", None])
@@ -224,6 +223,21 @@ async def test_blob_changed_in_local_store_stops_the_load(
             await apps.load(verified)
     assert err.value.code == VERIFICATION_FAILED
     assert "changed since it was verified" in err.value.message
+    assert await image_tags(docker, env.factory) == set()
+
+
+async def test_a_blob_cut_short_in_the_local_store_stops_a_load_without_rehashing(
+    env: AppsEnv, docker: aiodocker.Docker
+) -> None:
+    app = _simple_app(env)
+    async with env.adapter() as apps:
+        verified = await apps.verify(env.bundle, {app.name: app.uri}, quick=True)
+        await apps.fetch(env.bundle, verified)
+        layer = blob_path(env.store, env.base_layer().descriptor.hex)
+        layer.write_bytes(layer.read_bytes()[:-1])
+        with pytest.raises(AppsError) as err:
+            await apps.load(verified, rehash=False)
+    assert err.value.code == VERIFICATION_FAILED
     assert await image_tags(docker, env.factory) == set()
 
 
