@@ -28,11 +28,14 @@ loop devices) with aklited as its own process, against a baseline measured in th
    children are sampled every 100 ms on the side. Baseline: the daemon's idle VmRSS.
 4. Plug/unplug cycles of a drive without a bundle (aim: no growth in open fds or RSS): plug
    in, wait for its Media entry to be safe to remove, unplug, wait for the entry to go.
-   Open fds and VmRSS after cycle 10 (the baseline), half-way and at the end.
+   Open fds and VmRSS after cycle 10 (the baseline), half-way and at the end; the rows hold
+   the end's values to the baseline's plus a small allowance (2 fds, 1 MiB).
 
-Verdicts are reported, not asserted: the exit status is 0 once every figure is measured.
+Verdicts are reported as rows (``bench/results.py``), not asserted: the exit status is 0 once
+every figure is measured.
 
-Run as root: .venv/bin/python bench/daemon.py [--quick]
+Run as root, never beside the daemon tests (its udev rule takes every loop device):
+flock /tmp/aklited-udev.lock .venv/bin/python bench/daemon.py [--quick] [--rows FILE]
 (--quick: 3 latency runs, a 20 s idle window, only the 100 MiB install, 40 cycles)
 """
 
@@ -64,6 +67,7 @@ from aklited_sim.loopfs import loop_ext4
 from aklited_sim.sysroot import commit_tree, make_tree, remove_tree, write_random_files
 from aklited_sim.udev import settle
 from aklited_sim.world import World, simulated_world
+from bench.results import Row, add_rows_option, emit
 
 SETTINGS = "reboot_delay_s = 0\nauto_reboot = false\n"
 SAFETY_S = 120.0  # a safety net only: every wait is for an event
@@ -82,6 +86,9 @@ FLAT_MIB = 8.0
 # Python's allocator keeps a little after a burst of work; more than this over the cycles
 # after the warm-up is growth.
 CYCLE_RSS_NOISE_MIB = 1.0
+# A sample may catch a socket or pipe of the cycle just ended not yet closed; a leak of one
+# per cycle would show as tens.
+CYCLE_FD_ALLOWANCE = 2
 
 
 # ---- /proc --------------------------------------------------------------------------------
@@ -509,6 +516,7 @@ class Idle:
     pings: int
     baseline_rss_mib: float
     baseline_switches: int
+    imports: ImportsRss
 
     @property
     def expected_pings(self) -> float:
@@ -518,7 +526,47 @@ class Idle:
         return count * 60 / self.window_s
 
 
+@dataclass(frozen=True)
+class ImportsRss:
+    """VmRSS of a bare interpreter once it imported the daemon's modules, nothing run."""
+
+    with_rich_mib: float
+    without_rich_mib: float
+
+
+# structlog imports rich whenever it is installed; in this venv only import-linter brings it
+# and a device install has none, so the imports are measured with and without it.
+IMPORTS_CODE = """
+import sys
+if {block}:
+    sys.modules["rich"] = None  # an ImportError for structlog, as on a device
+import aklited.daemon.runner
+print(open("/proc/self/status").read())
+"""
+
+
+async def imports_rss(*, block_rich: bool) -> float:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        IMPORTS_CODE.format(block=block_rich),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"importing the daemon's modules failed ({proc.returncode})")
+    for line in out.decode().splitlines():
+        key, _, value = line.partition(":")
+        if key == "VmRSS":
+            return int(value.split()[0]) / 1024
+    raise RuntimeError("no VmRSS line")
+
+
 async def idle_footprint(work: Path, window_s: float) -> Idle:
+    imports = ImportsRss(
+        with_rich_mib=await imports_rss(block_rich=False),
+        without_rich_mib=await imports_rss(block_rich=True),
+    )
     async with (
         simulated_world(work / "idle", apps=False, settings=SETTINGS) as w,
         aklited(w, "idle", extra_env={"WATCHDOG_USEC": str(WATCHDOG_USEC)}) as daemon,
@@ -548,6 +596,7 @@ async def idle_footprint(work: Path, window_s: float) -> Idle:
                 pings=daemon.notify.pings(start, end),
                 baseline_rss_mib=mib(sleeper.pid, "VmRSS"),
                 baseline_switches=switches_between(baseline_before, baseline_after),
+                imports=imports,
             )
         finally:
             if sleeper.returncode is None:
@@ -705,144 +754,175 @@ async def plug_cycles(work: Path, cycles: int, checkpoints: tuple[int, ...]) -> 
 # ---- report --------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "missed"
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def latency_row(latency: list[LatencyRun]) -> Row:
+    return Row(
+        bench="daemon",
+        figure="udev event -> State=verifying",
+        unit="ms",
+        aklited=[r.verifying_ms - r.udev_ms for r in latency],
+        baseline_name="udev done, after losetup",
+        baseline=[r.udev_ms for r in latency],
+        aim=LATENCY_AIM_MS,
+        better="absolute",
+        note=(
+            "from udev's event (the baseline: when this script's libudev monitor saw it) to "
+            "the PropertiesChanged saying State verifying; median split after udev's event: "
+            f"the daemon lists the drive +{_median([r.seen_ms - r.udev_ms for r in latency]):.0f}"
+            f" ms, mounted +{_median([r.mounted_ms - r.seen_ms for r in latency]):.0f} ms, "
+            "bundle found and checked -> verifying "
+            f"+{_median([r.verifying_ms - r.mounted_ms for r in latency]):.0f} ms"
+        ),
+    )
+
+
+def idle_rows(idle: Idle) -> list[Row]:
+    pings_per_minute = idle.per_minute(idle.expected_pings)
+    baseline_per_minute = idle.per_minute(idle.baseline_switches)
+    return [
+        Row(
+            bench="daemon",
+            figure="idle RSS",
+            unit="MiB",
+            aklited=[idle.rss_mib],
+            baseline_name="bare asyncio process",
+            baseline=[idle.baseline_rss_mib],
+            aim=IDLE_RSS_AIM_MIB,
+            better="absolute",
+            note=(
+                f"{idle.anon_mib:.1f} MiB anonymous + {idle.file_mib:.1f} MiB file-backed "
+                "(interpreter, extension modules, libraries); the baseline is "
+                '`python3 -c "import asyncio; asyncio.run(asyncio.sleep(N))"`; the daemon\'s '
+                f"imports alone take {idle.imports.with_rich_mib:.1f} MiB, "
+                f"{idle.imports.without_rich_mib:.1f} MiB without rich (which structlog "
+                "imports when installed: here only import-linter brings it, a device has none)"
+            ),
+        ),
+        Row(
+            bench="daemon",
+            figure="idle wake-ups per minute",
+            unit="wake-ups/min",
+            aklited=[idle.per_minute(idle.switches)],
+            baseline_name="bare asyncio process",
+            baseline=[baseline_per_minute],
+            # The watchdog's pings are the only wake-ups allowed beyond the bare process's.
+            aim=pings_per_minute + baseline_per_minute,
+            better="absolute",
+            note=(
+                f"context switches of all {idle.threads} threads over a {idle.window_s:.0f} s "
+                f"window with WATCHDOG_USEC={WATCHDOG_USEC}: {idle.switches} switches, "
+                f"{idle.pings} pings received ({idle.expected_pings:.1f} expected); the aim is "
+                f"the expected pings ({pings_per_minute:.1f}/min) plus the bare process's own "
+                f"wake-ups ({idle.baseline_switches} in the window)"
+            ),
+        ),
+    ]
+
+
+def peak_rows(peaks: list[Peak]) -> list[Row]:
+    rows = [
+        Row(
+            bench="daemon",
+            figure=f"peak RSS, {peak.payload_mib} MiB install",
+            unit="MiB",
+            aklited=[peak.peak_mib],
+            baseline_name="the daemon idle",
+            baseline=[peak.idle_rss_mib],
+            aim=PEAK_RSS_AIM_MIB,
+            better="absolute",
+            note=(
+                f"the daemon's VmHWM from plug-in to safe-to-remove; install {peak.install_s:.1f}"
+                f" s, {peak.copied_mib:.0f} MiB of objects copied; largest child "
+                f"{peak.child_command} >= {peak.child_peak_mib:.1f} MiB (sampled every 100 ms)"
+            ),
+        )
+        for peak in peaks
+    ]
+    if len(peaks) > 1:
+        first, last = peaks[0], peaks[-1]
+        rows.append(
+            Row(
+                bench="daemon",
+                figure=f"peak RSS growth {first.payload_mib} -> {last.payload_mib} MiB install",
+                unit="MiB",
+                aklited=[last.peak_mib - first.peak_mib],
+                baseline_name="idle RSS growth",
+                baseline=[last.idle_rss_mib - first.idle_rss_mib],
+                aim=FLAT_MIB,
+                better="absolute",
+                note=f"flat: less than {FLAT_MIB:.0f} MiB more for the largest install",
+            )
+        )
+    return rows
+
+
+def cycle_rows(cycles: Cycles) -> list[Row]:
+    """Open fds and RSS after the last cycle against their values after the warm-up."""
+    ordered = sorted(cycles.samples)
+    first, last = ordered[0], ordered[-1]
+    fds = {cycle: float(sample[0]) for cycle, sample in cycles.samples.items()}
+    rss = {cycle: sample[1] for cycle, sample in cycles.samples.items()}
+    timing = (
+        f"a cycle (attach -> safe to remove -> detach -> entry gone) took median "
+        f"{ms(_median(cycles.durations_s)):.0f} ms, max {ms(max(cycles.durations_s)):.0f} ms"
+    )
+    return [
+        Row(
+            bench="daemon",
+            figure=f"fds after {last} plug cycles",
+            unit="fds",
+            aklited=[fds[last]],
+            baseline_name=f"after cycle {first} (warm-up)",
+            baseline=[fds[first]],
+            aim=fds[first] + CYCLE_FD_ALLOWANCE,
+            better="absolute",
+            note=(
+                f"aim: the warm-up value + {CYCLE_FD_ALLOWANCE} (an fd in flight at sampling); "
+                "by cycle: " + ", ".join(f"#{c} {fds[c]:.0f}" for c in ordered) + f"; {timing}"
+            ),
+            extra={f"cycle {c}": fds[c] for c in ordered},
+        ),
+        Row(
+            bench="daemon",
+            figure=f"RSS after {last} plug cycles",
+            unit="MiB",
+            aklited=[rss[last]],
+            baseline_name=f"after cycle {first} (warm-up)",
+            baseline=[rss[first]],
+            aim=round(rss[first] + CYCLE_RSS_NOISE_MIB, 1),
+            better="absolute",
+            note=(
+                f"aim: the warm-up value + {CYCLE_RSS_NOISE_MIB:.0f} MiB (allocator noise); "
+                "by cycle: " + ", ".join(f"#{c} {rss[c]:.1f}" for c in ordered)
+            ),
+            extra={f"cycle {c}": rss[c] for c in ordered},
+        ),
+    ]
 
 
 def report(
     latency: list[LatencyRun], idle: Idle, peaks: list[Peak], cycles: Cycles, total_s: float
-) -> None:
-    rows: list[tuple[str, str, str, str, str]] = []
-    notes: list[str] = []
-
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
-
-    udev = median([r.udev_ms for r in latency])
-    from_t0 = median([r.verifying_ms for r in latency])
-    after_udev = median([r.verifying_ms - r.udev_ms for r in latency])
-    rows.append(
-        (
-            f"udev add → State=verifying (median of {len(latency)})",
-            f"{after_udev:.0f} ms after udev; {from_t0:.0f} ms after losetup",
-            f"udev done {udev:.0f} ms after losetup",
-            f"< {LATENCY_AIM_MS:.0f} ms",
-            verdict(after_udev < LATENCY_AIM_MS),
-        )
-    )
-    worst = max(r.verifying_ms - r.udev_ms for r in latency)
-    notes.append(
-        "udev → verifying per run: "
+) -> list[Row]:
+    """The rows; prints what only the console shows: per-run latencies and the run's length."""
+    print()
+    print(
+        "udev -> verifying per run: "
         + ", ".join(f"{r.verifying_ms - r.udev_ms:.0f}" for r in latency)
-        + f" ms (worst {worst:.0f} ms; the verdict is on the median). Median split after "
-        f"udev's event: the daemon lists "
-        f"the drive +{median([r.seen_ms - r.udev_ms for r in latency]):.0f} ms, mounted "
-        f"+{median([r.mounted_ms - r.seen_ms for r in latency]):.0f} ms, bundle found and "
-        f"checked → verifying +{median([r.verifying_ms - r.mounted_ms for r in latency]):.0f} ms."
+        + f" ms (worst {max(r.verifying_ms - r.udev_ms for r in latency):.0f} ms; "
+        f"{_median([r.verifying_ms for r in latency]):.0f} ms median after losetup)"
     )
-
-    rows.append(
-        (
-            "idle RSS",
-            f"{idle.rss_mib:.1f} MiB",
-            f"{idle.baseline_rss_mib:.1f} MiB (asyncio.sleep)",
-            f"< {IDLE_RSS_AIM_MIB:.0f} MiB",
-            verdict(idle.rss_mib < IDLE_RSS_AIM_MIB),
-        )
-    )
-    extra = idle.switches - idle.baseline_switches
-    rows.append(
-        (
-            "idle wake-ups per minute",
-            f"{idle.per_minute(idle.switches):.1f}",
-            f"{idle.per_minute(idle.baseline_switches):.1f} (asyncio.sleep) + "
-            f"{idle.per_minute(idle.expected_pings):.1f} watchdog pings",
-            "watchdog only",
-            verdict(extra <= idle.pings),
-        )
-    )
-    notes.append(
-        f"Idle RSS {idle.rss_mib:.1f} MiB = {idle.anon_mib:.1f} MiB anonymous + "
-        f"{idle.file_mib:.1f} MiB file-backed (interpreter, extension modules, libraries). "
-        f"Idle window {idle.window_s:.0f} s with WATCHDOG_USEC={WATCHDOG_USEC}: "
-        f"{idle.switches} context switches over {idle.threads} threads, {idle.pings} "
-        f"watchdog pings received ({idle.expected_pings:.1f} expected); the baseline "
-        f"process switched {idle.baseline_switches} times. Met when the daemon's switches "
-        f"beyond the baseline's are at most one per ping."
-    )
-
-    for peak in peaks:
-        rows.append(
-            (
-                f"peak RSS, {peak.payload_mib} MiB install",
-                f"{peak.peak_mib:.1f} MiB",
-                f"{peak.idle_rss_mib:.1f} MiB idle",
-                f"< {PEAK_RSS_AIM_MIB:.0f} MiB",
-                verdict(peak.peak_mib < PEAK_RSS_AIM_MIB),
-            )
-        )
-    if len(peaks) > 1:
-        growth = peaks[-1].peak_mib - peaks[0].peak_mib
-        rows.append(
-            (
-                f"peak RSS growth {peaks[0].payload_mib} → {peaks[-1].payload_mib} MiB",
-                f"{growth:+.1f} MiB",
-                f"idle {peaks[-1].idle_rss_mib - peaks[0].idle_rss_mib:+.1f} MiB",
-                f"flat (< {FLAT_MIB:.0f} MiB)",
-                verdict(growth < FLAT_MIB),
-            )
-        )
-    notes.append(
-        "Installs (drive plugged in → safe to remove): "
-        + ", ".join(
-            f"{p.payload_mib} MiB in {p.install_s:.1f} s ({p.copied_mib:.0f} MiB of objects "
-            f"copied), largest child {p.child_command} ≥ {p.child_peak_mib:.1f} MiB"
-            for p in peaks
-        )
-        + " (children sampled every 100 ms: a lower bound)."
-    )
-
-    ordered = sorted(cycles.samples)
-    first, last = ordered[0], ordered[-1]
-    fds = {cycle: sample[0] for cycle, sample in cycles.samples.items()}
-    rss = {cycle: sample[1] for cycle, sample in cycles.samples.items()}
-    rows.append(
-        (
-            f"open fds after {last} plug/unplug cycles",
-            " → ".join(f"{fds[c]} (#{c})" for c in ordered[1:]),
-            f"{fds[first]} after cycle {first}",
-            "no growth",
-            verdict(fds[last] <= fds[first]),
-        )
-    )
-    rows.append(
-        (
-            f"RSS after {last} plug/unplug cycles",
-            " → ".join(f"{rss[c]:.1f} MiB (#{c})" for c in ordered[1:]),
-            f"{rss[first]:.1f} MiB after cycle {first}",
-            "no growth",
-            verdict(rss[last] - rss[first] < CYCLE_RSS_NOISE_MIB),
-        )
-    )
-    notes.append(
-        f"Plug/unplug cycle (attach → safe to remove → detach → entry gone): median "
-        f"{ms(median(cycles.durations_s)):.0f} ms, max {ms(max(cycles.durations_s)):.0f} ms. "
-        f"RSS within {CYCLE_RSS_NOISE_MIB:.0f} MiB of the baseline counts as no growth "
-        f"(allocator noise)."
-    )
-
-    print()
-    print("| figure | aklited | baseline | aim | verdict |")
-    print("|---|---|---|---|---|")
+    print(f"Whole run: {total_s:.0f} s. MiB = 2^20 bytes.")
+    rows = [latency_row(latency), *idle_rows(idle), *peak_rows(peaks), *cycle_rows(cycles)]
     for row in rows:
-        print("| " + " | ".join(row) + " |")
+        print(f"- {row.figure}: {row.note}")
     print()
-    for note in notes:
-        print(f"- {note}")
-    print(f"- Whole run: {total_s:.0f} s. MiB = 2^20 bytes.")
+    return rows
 
 
-async def main(*, quick: bool) -> None:
+async def main(*, quick: bool) -> list[Row]:
     configure_logging(target="console", level=logging.WARNING)
     runs = 3 if quick else 5
     window_s = 20.0 if quick else 60.0
@@ -864,7 +944,7 @@ async def main(*, quick: bool) -> None:
         plugged = await plug_cycles(work, cycles, checkpoints)
     finally:
         await remove_tree(work)
-    report(latency, idle, peaks, plugged, time.perf_counter() - started)
+    return report(latency, idle, peaks, plugged, time.perf_counter() - started)
 
 
 if __name__ == "__main__":
@@ -872,4 +952,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--quick", action="store_true", help="fewer runs, shorter windows, one install size"
     )
-    asyncio.run(main(quick=parser.parse_args().quick))
+    add_rows_option(parser)
+    args = parser.parse_args()
+    emit(asyncio.run(main(quick=args.quick)), args.rows)

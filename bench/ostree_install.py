@@ -1,4 +1,4 @@
-"""Time pull + deploy of a ~200 MB commit from a loop-mounted "USB drive".
+"""Time pull + deploy of a ~200 MB commit (~100 MB with ``--quick``) from a loop-mounted drive.
 
 aklited's ``OstreeSysroot.pull`` + ``deploy`` (commit check, space estimate, copy, deploy,
 status reads) against the bare commands on the same data in the same run, each pair doing
@@ -8,7 +8,11 @@ followed by ``ostree admin deploy``. Every run
 gets a fresh sysroot, the page cache is dropped before it, the order rotates, and each
 timing ends with a ``sync``.
 
-Run as root: .venv/bin/python bench/ostree_install.py [--runs N]
+Rows: aklited against each bare pair, aim <= 1.05x, every run's time kept.
+
+Run as root: flock /tmp/aklited-udev.lock .venv/bin/python bench/ostree_install.py
+[--quick] [--runs N] [--rows FILE]
+(--quick: half the files, 4 runs: each contender goes first once)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -28,15 +33,37 @@ import structlog
 import aklited_sim as sim
 from aklited_sim import SimDevice
 from aklited_sim.loopfs import loop_ext4
+from bench.results import Row, add_rows_option, emit
 
-BIG_FILES, BIG_SIZE = 190, 1024 * 1024
-SMALL_FILES, SMALL_SIZE = 1000, 10 * 1024
+BIG_SIZE = 1024 * 1024
+SMALL_SIZE = 10 * 1024
 OSNAME = "lmp"
+AIM = 1.05
 
 AKLITED = "aklited pull+deploy"
 RAW = "ostree pull-local --untrusted + deploy"
 AKLITED_TRUSTING = "aklited pull+deploy, verify_objects=False"
 RAW_TRUSTING = "ostree pull-local + deploy"
+
+
+@dataclass(frozen=True)
+class Payload:
+    """The files of the commit: ``big`` of 1 MiB and ``small`` of 10 KiB, all random."""
+
+    big: int
+    small: int
+
+    @property
+    def megabytes(self) -> float:
+        return (self.big * BIG_SIZE + self.small * SMALL_SIZE) / 1e6
+
+
+FULL = Payload(big=190, small=1000)
+QUICK = Payload(big=95, small=500)
+
+
+# One contender: install ``commit`` from the drive's repo onto a device.
+Install = Callable[[SimDevice, Path, str], Awaitable[None]]
 
 
 async def run(*argv: str) -> None:
@@ -57,7 +84,7 @@ async def fresh_device(root: Path) -> SimDevice:
     return await sim.make_device(root, osname=OSNAME, version="1")
 
 
-def aklited_install(*, verify: bool) -> Callable[[SimDevice, Path, str], Awaitable[None]]:
+def aklited_install(*, verify: bool) -> Install:
     async def install(device: SimDevice, source: Path, commit: str) -> None:
         rootfs = device.rootfs(verify_objects=verify)
         await rootfs.pull(source_repo=source, commit=commit)
@@ -66,7 +93,7 @@ def aklited_install(*, verify: bool) -> Callable[[SimDevice, Path, str], Awaitab
     return install
 
 
-def raw_install(*, verify: bool) -> Callable[[SimDevice, Path, str], Awaitable[None]]:
+def raw_install(*, verify: bool) -> Install:
     async def install(device: SimDevice, source: Path, commit: str) -> None:
         repo = device.sysroot / "ostree" / "repo"
         flags = ["--untrusted"] if verify else []
@@ -78,46 +105,43 @@ def raw_install(*, verify: bool) -> Callable[[SimDevice, Path, str], Awaitable[N
     return install
 
 
-async def main(runs: int) -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    contenders: dict[str, Callable[[SimDevice, Path, str], Awaitable[None]]] = {
-        AKLITED: aklited_install(verify=True),
-        RAW: raw_install(verify=True),
-        AKLITED_TRUSTING: aklited_install(verify=False),
-        RAW_TRUSTING: raw_install(verify=False),
-    }
+async def build_commit(work: Path, source: Path, payload: Payload) -> str:
+    tree = await sim.make_tree(work / "tree", version="2")
+    await sim.write_random_files(tree / "usr" / "share" / "big", count=payload.big, size=BIG_SIZE)
+    await sim.write_random_files(
+        tree / "usr" / "share" / "small", count=payload.small, size=SMALL_SIZE
+    )
+    await sim.init_repo(source)
+    started = time.perf_counter()
+    commit = await sim.commit_tree(source, tree, subject="bench", version="2")
+    print(
+        f"commit of {payload.big}x1 MiB + {payload.small}x10 KiB into an archive repo: "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    await sim.remove_tree(tree)
+    return commit
+
+
+async def time_runs(
+    work: Path, source: Path, commit: str, contenders: dict[str, Install], runs: int
+) -> dict[str, list[float]]:
+    """Every contender ``runs`` times, the order rotating so none always goes first."""
     timings: dict[str, list[float]] = {name: [] for name in contenders}
-    work = Path(tempfile.mkdtemp(prefix="aklited-bench-"))
-    try:
-        with loop_ext4(work / "usb.img", size_mib=700, mountpoint=work / "usb") as usb:
-            tree = await sim.make_tree(work / "tree", version="2")
-            await sim.write_random_files(
-                tree / "usr" / "share" / "big", count=BIG_FILES, size=BIG_SIZE
-            )
-            await sim.write_random_files(
-                tree / "usr" / "share" / "small", count=SMALL_FILES, size=SMALL_SIZE
-            )
-            source = await sim.init_repo(usb.mountpoint / "ostree_repo")
+    names = list(contenders)
+    for index in range(runs):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            device = await fresh_device(work / f"device-{index}-{names.index(name)}")
+            drop_caches()
             started = time.perf_counter()
-            commit = await sim.commit_tree(source, tree, subject="bench", version="2")
-            print(
-                f"commit of {BIG_FILES}x1 MiB + {SMALL_FILES}x10 KiB into an archive repo: "
-                f"{time.perf_counter() - started:.1f} s"
-            )
-            usb.remount(options="ro,nosuid,nodev,noexec")
-            names = list(contenders)
-            for index in range(runs):
-                order = names[index % len(names) :] + names[: index % len(names)]
-                for name in order:
-                    device = await fresh_device(work / f"device-{index}-{names.index(name)}")
-                    drop_caches()
-                    started = time.perf_counter()
-                    await contenders[name](device, source, commit)
-                    await asyncio.to_thread(os.sync)
-                    timings[name].append(time.perf_counter() - started)
-                    await sim.remove_tree(device.root)
-    finally:
-        await sim.remove_tree(work)
+            await contenders[name](device, source, commit)
+            await asyncio.to_thread(os.sync)
+            timings[name].append(time.perf_counter() - started)
+            await sim.remove_tree(device.root)
+    return timings
+
+
+def print_summary(timings: dict[str, list[float]], runs: int) -> None:
     print(f"{runs} runs each, caches dropped before every run, times include a final sync")
     for name, values in timings.items():
         print(
@@ -125,15 +149,65 @@ async def main(runs: int) -> None:
             f"  (min {min(values):.3f}, max {max(values):.3f})"
         )
     median = {name: statistics.median(values) for name, values in timings.items()}
-    verified = median[AKLITED] / median[RAW]
-    trusting = median[AKLITED_TRUSTING] / median[RAW_TRUSTING]
     price = median[RAW] / median[RAW_TRUSTING]
-    print(f"ratio aklited / ostree, both verifying every object: {verified:.2f}")
-    print(f"ratio aklited / ostree, both trusting the drive:     {trusting:.2f}")
-    print(f"cost of verifying every object (ostree alone):       {price:.2f}x")
+    print(f"cost of verifying every object (ostree alone): {price:.2f}x")
+
+
+def rows(timings: dict[str, list[float]], payload: Payload) -> list[Row]:
+    size = f"{payload.megabytes:.0f} MB"
+    return [
+        Row(
+            bench="ostree_install",
+            figure=f"rootfs pull + deploy ({size}, every object verified)",
+            unit="s",
+            aklited=timings[AKLITED],
+            baseline_name=RAW,
+            baseline=timings[RAW],
+            aim=AIM,
+            note="page cache dropped before every run; each time ends with a sync",
+        ),
+        Row(
+            bench="ostree_install",
+            figure=f"rootfs pull + deploy ({size}, trusting the drive)",
+            unit="s",
+            aklited=timings[AKLITED_TRUSTING],
+            baseline_name=RAW_TRUSTING,
+            baseline=timings[RAW_TRUSTING],
+            aim=AIM,
+            note="aklited with verify_objects=False; objects copied without checksumming",
+        ),
+    ]
+
+
+async def main(runs: int, payload: Payload) -> list[Row]:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    contenders: dict[str, Install] = {
+        AKLITED: aklited_install(verify=True),
+        RAW: raw_install(verify=True),
+        AKLITED_TRUSTING: aklited_install(verify=False),
+        RAW_TRUSTING: raw_install(verify=False),
+    }
+    work = Path(tempfile.mkdtemp(prefix="aklited-bench-"))
+    try:
+        # Archive objects of random data are no smaller than the files; ext4 wants room.
+        size_mib = int(payload.megabytes * 2) + 300
+        with loop_ext4(work / "usb.img", size_mib=size_mib, mountpoint=work / "usb") as usb:
+            source = usb.mountpoint / "ostree_repo"
+            commit = await build_commit(work, source, payload)
+            usb.remount(options="ro,nosuid,nodev,noexec")
+            timings = await time_runs(work, source, commit, contenders, runs)
+    finally:
+        await sim.remove_tree(work)
+    print_summary(timings, runs)
+    return rows(timings, payload)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--quick", action="store_true", help="half the files, 4 runs")
+    parser.add_argument("--runs", type=int, help="runs of each contender (default 5, quick 4)")
+    add_rows_option(parser)
+    args = parser.parse_args()
+    # Four contenders rotate: with four runs each goes first once.
+    runs = args.runs or (4 if args.quick else 5)
+    emit(asyncio.run(main(runs, QUICK if args.quick else FULL)), args.rows)
