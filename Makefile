@@ -20,7 +20,7 @@ demo: setup
 	@$(PY) -m aklited_sim.demo
 
 bench: setup
-	@$(PY) bench/run.py
+	@$(PY) bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 SAFETY_S = 120  # only a safety net: every wait here is for an event
+NETLINK_KOBJECT_UEVENT = 15
+UDEV_GROUP = 2  # libudev's monitors listen on group 2; the kernel's raw events are group 1
 
 
 class Notifications:
@@ -53,6 +55,53 @@ class RunningDaemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    async def watching_drives(self, *, timeout_s: float = SAFETY_S) -> None:
+        """Until the daemon reads udev's events, so that a drive plugged in now is seen at
+        once rather than by the enumeration its watcher makes when it starts.
+
+        The watcher starts after READY=1 and says nothing when it is up: the daemon's
+        ``/proc`` entries are polled (:func:`polls_udev`).
+        """
+        async with asyncio.timeout(timeout_s):
+            while not polls_udev(self.process.pid):
+                if self.process.returncode is not None:
+                    raise DaemonError(f"aklited exited:\n{self.log()[-3000:]}")
+                await asyncio.sleep(0.01)
+
+
+def polls_udev(pid: int) -> bool:
+    """True once ``pid`` holds a socket on udev's netlink group and its epoll watches it.
+
+    That is the moment the daemon's media watcher reads events: it opens the monitor and
+    enumerates the drives present in a worker thread after READY=1, and only then adds
+    the socket to the event loop.
+    """
+    uevent_inodes = set()
+    for line in Path(f"/proc/{pid}/net/netlink").read_text().splitlines()[1:]:
+        columns = line.split()
+        if int(columns[1]) == NETLINK_KOBJECT_UEVENT and int(columns[3], 16) & UDEV_GROUP:
+            uevent_inodes.add(columns[9])
+    sockets: set[str] = set()
+    epolls: list[str] = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in uevent_inodes:
+            sockets.add(fd.name)
+        elif target == "anon_inode:[eventpoll]":
+            epolls.append(fd.name)
+    for fd_name in epolls:
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd_name}").read_text().splitlines()
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        watched = {line.split()[1] for line in info if line.startswith("tfd:")}
+        if sockets & watched:
+            return True
+    return False
 
 
 class DaemonError(RuntimeError):

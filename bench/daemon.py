@@ -61,7 +61,7 @@ from dbus_fast.aio import MessageBus
 
 from aklited.daemon.service import INTERFACE, OBJECT_PATH
 from aklited.log import configure_logging
-from aklited_sim.daemon import RunningDaemon
+from aklited_sim.daemon import RunningDaemon, polls_udev
 from aklited_sim.factory import HWID, Release
 from aklited_sim.loopfs import loop_ext4
 from aklited_sim.sysroot import commit_tree, make_tree, remove_tree, write_random_files
@@ -73,8 +73,6 @@ SETTINGS = "reboot_delay_s = 0\nauto_reboot = false\n"
 SAFETY_S = 120.0  # a safety net only: every wait is for an event
 WATCHDOG_USEC = 30_000_000
 PAYLOAD_FILE_MIB = 4
-NETLINK_KOBJECT_UEVENT = 15
-UDEV_GROUP = 2  # libudev's monitors listen on group 2; the kernel's raw events are group 1
 NEEDS_REBOOT = 100
 PROPERTIES = "org.freedesktop.DBus.Properties"
 
@@ -138,37 +136,6 @@ def open_fds(pid: int) -> int:
 def reset_peak(pid: int) -> None:
     """VmHWM back to the current VmRSS."""
     Path(f"/proc/{pid}/clear_refs").write_text("5\n")
-
-
-def polls_udev(pid: int) -> bool:
-    """True once ``pid`` holds a socket on udev's netlink group and its epoll watches it.
-
-    That is the moment the daemon's media watcher reads events: it opens the monitor and
-    enumerates the drives present in a worker thread after READY=1, and only then adds
-    the socket to the event loop.
-    """
-    uevent_inodes = set()
-    for line in Path(f"/proc/{pid}/net/netlink").read_text().splitlines()[1:]:
-        columns = line.split()
-        if int(columns[1]) == NETLINK_KOBJECT_UEVENT and int(columns[3], 16) & UDEV_GROUP:
-            uevent_inodes.add(columns[9])
-    sockets: set[str] = set()
-    epolls: list[str] = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except FileNotFoundError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in uevent_inodes:
-            sockets.add(fd.name)
-        elif target == "anon_inode:[eventpoll]":
-            epolls.append(fd.name)
-    for fd_name in epolls:
-        info = Path(f"/proc/{pid}/fdinfo/{fd_name}").read_text().splitlines()
-        watched = {line.split()[1] for line in info if line.startswith("tfd:")}
-        if sockets & watched:
-            return True
-    return False
 
 
 def descendants(pid: int) -> list[int]:
