@@ -143,14 +143,6 @@ class ComposeApps:
             quick=quick,
         )
 
-    @_seam(AppsCopyError, "measuring apps")
-    async def blob_bytes(self, source_root: Path, target_apps: Mapping[str, str]) -> int:
-        """The bytes of every blob of ``target_apps`` in a store, from the manifests alone
-        (blobs checked by size, not hashed: :meth:`verify` hashes them)."""
-        apps = await self.reader(source_root, quick=True).read_apps(target_apps)
-        unique = {blob.hex: blob.size for app in apps for blob in app.blobs()}
-        return sum(unique.values())
-
     @_seam(AppsCopyError, "verifying apps")
     async def verify(
         self,

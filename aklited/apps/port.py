@@ -20,12 +20,23 @@ class ComposeAppsPort:
 
     def __init__(self, apps: ComposeApps) -> None:
         self._apps = apps
+        # The apps of the install under way, as read from its drive by stage_size(), for
+        # stage() to use: reading them runs `docker compose config` once per app.
+        self._read: tuple[tuple[Path, tuple[tuple[str, str], ...]], tuple[App, ...]] | None = None
+
+    async def _read_quick(self, src_store: Path, apps: Mapping[str, str]) -> tuple[App, ...]:
+        key = (src_store, tuple(sorted(apps.items())))
+        if self._read is not None and self._read[0] == key:
+            return self._read[1]
+        verified = await self._apps.verify(src_store, apps, quick=True)
+        self._read = (key, verified)
+        return verified
 
     async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
         # Only weighs the progress: whatever is wrong with the apps, stage() finds and says
         # it with the whole verification behind it.
         try:
-            return await self._apps.blob_bytes(src_store, apps)
+            return _blob_bytes(await self._read_quick(src_store, apps))
         except AppsError as e:
             log.info("app sizes unknown before staging", error=str(e))
             return 0
@@ -36,7 +47,10 @@ class ComposeAppsPort:
         # Each byte off the drive is read and hashed once: the metadata here, every large
         # blob as fetch() copies it (a blob becomes usable in the store only once it matched);
         # the load then streams the store's blobs without hashing them a third time.
-        verified = await self._apps.verify(src_store, apps, quick=True)
+        try:
+            verified = await self._read_quick(src_store, apps)
+        finally:
+            self._read = None  # the next install reads its own drive afresh
         total = _blob_bytes(verified)
 
         def copied(done: int, needed: int, message: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiodocker
 import pytest
 from structlog.testing import capture_logs
 
 from aklited.apps.blobs import blob_path
 from aklited.apps.compose import OVERRIDE_FILE
+from aklited.apps.port import ComposeAppsPort
 from aklited.apps.store import CONFIG_HASH_LABEL
 
 from .conftest import AppsEnv, image_tags, project_containers
@@ -138,3 +141,32 @@ async def test_image_root_without_index_loads_with_one_tag(
         await apps.start(verified)
         assert (await apps.check_running(verified))["app1"].running
     assert await image_tags(docker, env.factory) == {f"{image.locator}:{image.root.hex[:7]}"}
+
+
+async def test_an_install_reads_the_drives_apps_once(
+    env: AppsEnv, docker: aiodocker.Docker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading an app runs `docker compose config`: the size for the progress and the stage
+    # share one read of the drive.
+    app = env.app("web", {"web": env.image("web")})
+    target = {app.name: app.uri}
+    async with env.adapter() as apps:
+        reads: list[bool] = []
+        verify = apps.verify
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(kwargs.get("quick", False))
+            return await verify(*args, **kwargs)
+
+        monkeypatch.setattr(apps, "verify", counted)
+        port = ComposeAppsPort(apps)
+        size = await port.stage_size(env.bundle, target)
+        await port.stage(env.bundle, target)
+        assert reads == [True]
+        assert size == sum(
+            {b.hex: b.size for b in (await apps.verify_local(target))[0].blobs()}.values()
+        )
+        # The next install reads its drive afresh.
+        await port.stage(env.bundle, target)
+        assert reads == [True, True]
+    assert await image_tags(docker, env.factory) != set()
