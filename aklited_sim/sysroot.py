@@ -152,7 +152,13 @@ async def init_repo(repo: Path, *, mode: str = "archive") -> Path:
 
 
 async def commit_tree(
-    repo: Path, tree: Path, *, subject: str, version: str | None = None, branch: str | None = None
+    repo: Path,
+    tree: Path,
+    *,
+    subject: str,
+    version: str | None = None,
+    branch: str | None = None,
+    sizes: bool = False,
 ) -> str:
     """Commit ``tree`` into ``repo`` and return the commit hash.
 
@@ -163,9 +169,13 @@ async def commit_tree(
         version: the ``version`` metadata (shown by ``ostree admin status``).
         branch: a ref to point at the commit; by default the commit has no ref, like the
             commits aklited pulls by hash.
+        sizes: record every object's size in the commit (``--generate-sizes``, an
+            ``archive`` repo only), as a factory may.
     """
     args = [f"--repo={repo}", "commit", f"--tree=dir={tree}", f"--subject={subject}"]
     args += [f"--branch={branch}"] if branch else ["--orphan"]
+    if sizes:
+        args.append("--generate-sizes")
     if version is not None:
         args.append(f"--add-metadata-string=version={version}")
     return await _ostree(args, f"committing {tree} into {repo}")

@@ -9,8 +9,10 @@ so a parse failure is the object's fault), and every file object the sysroot rep
 
 The same walk feeds the space estimate. ``ostree ls -R -C`` would read the header of every
 file object; walking the dirtree objects costs one read per directory, and only the objects
-the sysroot repo lacks need a size: free for ``bare*`` repos (the file size) and one header
-read for ``archive`` repos, done in parallel. All blocking; run it in a thread.
+the sysroot repo lacks need a size: free for ``bare*`` repos (the file size), taken from the
+commit's ``ostree.sizes`` metadata where the factory wrote it (``ostree commit
+--generate-sizes``: no read, only the inode is checked), else one header read per object
+for ``archive`` repos, done in parallel. All blocking; run it in a thread.
 
 Objects are GVariant-serialised (little-endian framing offsets): a commit is
 ``(a{sv}aya(say)sstayay)``, a dirtree ``(a(say)a(sayay))``. An archive file object starts
@@ -44,6 +46,7 @@ _METADATA_LIMITS = {
     "dirmeta": 1 << 20,
 }
 _CONFIG_LIMIT = 64 << 10
+_OBJECT_TYPE_FILE = 1  # OSTREE_OBJECT_TYPE_FILE, the last byte of an ``ostree.sizes`` entry
 # Directories ostree opens in a repo it reads from.
 _REPO_DIRS = ("objects", "tmp", "tmp/cache", "state", "refs")
 _BOOT_FILE = re.compile(r"^/usr/lib/modules/[^/]+/(vmlinuz|initramfs\.img|dtb/.*)$")
@@ -85,8 +88,8 @@ def frame_ends(data: bytes, count: int) -> tuple[list[int], int]:
     return ends, table
 
 
-def _array_items(data: bytes) -> list[bytes]:
-    """The elements of an array of variable-size elements."""
+def _array_items(data: bytes, *, align: int = 1) -> list[bytes]:
+    """The elements of an array of variable-size elements (each starting ``align``-aligned)."""
     if not data:
         return []
     size = offset_size(len(data))
@@ -99,7 +102,7 @@ def _array_items(data: bytes) -> list[bytes]:
         if not start <= end <= table:
             raise ValueError("bad array element offset")
         items.append(data[start:end])
-        start = end
+        start = -(-end // align) * align
     return items
 
 
@@ -125,6 +128,62 @@ def parse_commit_root(data: bytes) -> tuple[str, str]:
     if tree_end < 32 or table - tree_end != 32:
         raise ValueError("bad commit root checksums")
     return _checksum(data[tree_end - 32 : tree_end]), _checksum(data[tree_end:table])
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """An unsigned LEB128 integer at ``at``: its value and the offset after it."""
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("bad varint")
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+def _metadata_entries(commit: bytes) -> dict[str, tuple[bytes, bytes]]:
+    """The commit's metadata ``a{sv}``: key -> (the value's bytes, its type string)."""
+    ends, _ = frame_ends(commit, 6)
+    entries: dict[str, tuple[bytes, bytes]] = {}
+    for entry in _array_items(commit[: ends[0]], align=8):  # a {sv} entry is 8-aligned
+        (key_end,), table = frame_ends(entry, 1)
+        key = entry[:key_end]
+        if not key.endswith(b"\0"):
+            raise ValueError("metadata key not terminated")
+        variant = entry[-(-key_end // 8) * 8 : table]  # a variant is 8-aligned
+        cut = variant.rfind(b"\0")
+        if cut < 0:
+            raise ValueError("variant without a type")
+        entries[key[:-1].decode("utf-8")] = (variant[:cut], variant[cut + 1 :])
+    return entries
+
+
+def parse_commit_sizes(commit: bytes) -> dict[str, int]:
+    """The unpacked size of each file object, from the commit's ``ostree.sizes`` metadata
+    (written by ``ostree commit --generate-sizes``); empty when the commit has none.
+
+    Each entry is the object's 32-byte checksum, its archived and its unpacked size as
+    varints and, on newer commits, its object type (1: a file; dirtree and dirmeta
+    entries are skipped).
+    """
+    found = _metadata_entries(commit).get("ostree.sizes")
+    if found is None:
+        return {}
+    value, kind = found
+    if kind != b"aay":
+        raise ValueError(f"ostree.sizes is of type {kind!r}, not aay")
+    sizes: dict[str, int] = {}
+    for item in _array_items(value):
+        checksum = _checksum(item[:32])
+        _, at = _varint(item, 32)
+        unpacked, at = _varint(item, at)
+        if at < len(item) and item[at] != _OBJECT_TYPE_FILE:
+            continue
+        sizes[checksum] = unpacked
+    return sizes
 
 
 def parse_dirtree(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
@@ -204,6 +263,19 @@ class _SourceRepo:
             raise CorruptObjectError(f"{self.files.name(relative)} is a truncated file object")
         return int(struct.unpack_from(">Q", head, 8)[0])
 
+    def check_regular(self, checksum: str) -> None:
+        """The archive file object is a regular file in the bundle, through links inside it
+        as ostree opens it (it is not read)."""
+        relative = object_relpath(checksum, "filez")
+        try:
+            info = self.files.stat(relative)
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path(relative)) from e
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeEntryError(
+                self.files.name(relative), f"is {describe_mode(info.st_mode)}, not a file object"
+            )
+
     def bare_size(self, checksum: str, *, links: bool) -> int:
         relative = object_relpath(checksum, "file")
         try:
@@ -263,10 +335,16 @@ def _walk(
 ) -> tuple[TreeListing, str]:
     repo.check_layout(commit)
     mode = repo.mode()
+    commit_data = repo.metadata(commit, "commit")
     try:
-        root_tree, root_meta = parse_commit_root(repo.metadata(commit, "commit"))
+        root_tree, root_meta = parse_commit_root(commit_data)
     except ValueError as e:
         raise CorruptObjectError(f"commit {commit} does not parse: {e}") from e
+    try:
+        # The commit is hashed against its name: sizes it carries are the factory's word.
+        known_sizes = parse_commit_sizes(commit_data) if sized else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptObjectError(f"commit {commit}: ostree.sizes does not parse: {e}") from e
     parsed: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str, str]]]] = {}
     metadata = {(root_tree, "dirtree"), (root_meta, "dirmeta")}
     wanted: dict[str, bool] = {}  # missing file checksum -> is a boot file
@@ -301,7 +379,13 @@ def _walk(
     def size(checksum: str) -> int:
         if not archive:
             return repo.bare_size(checksum, links=mode == "bare")
-        return repo.archive_size(checksum) if sized else 0
+        if not sized:
+            return 0
+        if checksum in known_sizes:
+            # The size from the commit; the object is still checked, by its inode alone.
+            repo.check_regular(checksum)
+            return known_sizes[checksum]
+        return repo.archive_size(checksum)
 
     with ThreadPoolExecutor(max_workers=_READERS) as readers:
         sizes = list(readers.map(size, wanted))

@@ -17,6 +17,7 @@ from aklited.rootfs.walk import (
     CorruptObjectError,
     MissingObjectError,
     parse_commit_root,
+    parse_commit_sizes,
     walk_missing,
 )
 from tests.integration.ostree.support import requirements
@@ -64,6 +65,56 @@ async def test_walk_matches_ostree_ls(tmp_path: Path, mode: str) -> None:
     assert walked.metadata == expected.metadata
     assert walked.directories == expected.directories
     assert walked.boot_bytes == expected.boot_bytes > 5000
+
+
+async def test_sizes_the_commit_records_are_taken_without_reading_the_objects(
+    tmp_path: Path,
+) -> None:
+    repo = await sim.init_repo(tmp_path / "repo")
+    tree = await _tree(tmp_path)
+    plain = await sim.commit_tree(repo, tree, subject="plain")
+    sized = await sim.commit_tree(repo, tree, subject="sized", version="9", sizes=True)
+    assert parse_commit_sizes(commit_path(repo, plain).read_bytes()) == {}
+    recorded = parse_commit_sizes(commit_path(repo, sized).read_bytes())
+    expected = parse_tree_listing(await _ls(repo, sized))
+    # Every file object, with the size `ostree ls` reads from its header (symlinks: 0).
+    assert recorded.keys() == expected.files.keys()
+    assert all(recorded[c] == size for c, size in expected.files.items() if size)
+
+    # With the sizes recorded, a file object whose header lies is not read at all.
+    victim = max(repo.glob("objects/*/*.filez"), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[8:16] = (1 << 40).to_bytes(8, "big")  # the header's uncompressed size
+    victim.write_bytes(bytes(data))
+    empty = await sim.init_repo(tmp_path / "dest", mode="bare")
+    walked = await asyncio.to_thread(walk_missing, repo, sized, empty)
+    assert walked.files == {c: recorded[c] for c in walked.files}
+    assert max(walked.files.values()) < 1 << 40
+    # Without them, the header is what the walk reads.
+    walked_plain = await asyncio.to_thread(walk_missing, repo, plain, empty)
+    assert max(walked_plain.files.values()) == 1 << 40
+
+
+@pytest.mark.parametrize("kind", ["fifo", "outside-link", "directory"])
+async def test_a_recorded_size_does_not_spare_the_object_its_check(
+    tmp_path: Path, kind: str
+) -> None:
+    repo = await sim.init_repo(tmp_path / "bundle" / "repo")
+    commit = await sim.commit_tree(repo, await _tree(tmp_path), subject="s", sizes=True)
+    target = _a_file_object(repo)
+    outside = tmp_path / "host-file"
+    outside.write_bytes(target.read_bytes())
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "outside-link":
+        target.symlink_to(outside)
+    else:
+        target.mkdir()
+    dest = await sim.init_repo(tmp_path / "dest", mode="bare")
+    with pytest.raises(UnsafeEntryError) as caught:
+        await asyncio.to_thread(walk_missing, repo, commit, dest)
+    assert caught.value.path == target.relative_to(tmp_path / "bundle").as_posix()
 
 
 async def test_walk_skips_objects_the_destination_has(tmp_path: Path) -> None:
