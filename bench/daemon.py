@@ -49,21 +49,18 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyudev
-from dbus_fast import Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
 
-from aklited.daemon.service import INTERFACE, OBJECT_PATH
 from aklited.log import configure_logging
 from aklited_sim.daemon import RunningDaemon, polls_udev
 from aklited_sim.factory import HWID, Release
 from aklited_sim.loopfs import loop_ext4
+from aklited_sim.signals import StatusWatch, drive_gone, drive_is, state_is
 from aklited_sim.sysroot import commit_tree, make_tree, remove_tree, write_random_files
 from aklited_sim.udev import settle
 from aklited_sim.world import World, simulated_world
@@ -261,108 +258,6 @@ async def aklited(
             yield daemon
         finally:
             await daemon.notify.stop()
-
-
-def plain(value: Any) -> Any:
-    if isinstance(value, Variant):
-        return plain(value.value)
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
-
-
-Change = dict[str, Any]
-
-
-class StatusWatch:
-    """Every PropertiesChanged of aklited's Updater1, with the time it arrived here."""
-
-    def __init__(self, bus: MessageBus) -> None:
-        self._bus = bus
-        self.changes: list[tuple[float, Change]] = []
-        self.props: Change = {}
-        self._arrived = asyncio.Event()
-        bus.add_message_handler(self._on_message)
-
-    @classmethod
-    async def connect(cls, address: str) -> StatusWatch:
-        bus = await MessageBus(bus_address=address).connect()
-        watch = cls(bus)
-        # No sender in the rule: it holds across daemon restarts (a new unique name each).
-        rule = f"type='signal',path='{OBJECT_PATH}',interface='{PROPERTIES}'"
-        reply = await bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        )
-        if reply.message_type == MessageType.ERROR:
-            raise RuntimeError(f"AddMatch refused: {reply.error_name} {reply.body}")
-        return watch
-
-    def _on_message(self, message: Message) -> None:
-        if (
-            message.message_type == MessageType.SIGNAL
-            and message.path == OBJECT_PATH
-            and message.member == "PropertiesChanged"
-            and message.body[0] == INTERFACE
-        ):
-            values: Change = {key: plain(value) for key, value in message.body[1].items()}
-            self.changes.append((time.perf_counter(), values))
-            self.props.update(values)
-            self._arrived.set()
-
-    def mark(self) -> int:
-        return len(self.changes)
-
-    async def first(
-        self, matches: Callable[[Change], bool], *, since: int, timeout_s: float = SAFETY_S
-    ) -> float:
-        """When the first change from ``since`` on that ``matches`` arrived."""
-        index = since
-        async with asyncio.timeout(timeout_s):
-            while True:
-                while index < len(self.changes):
-                    at, values = self.changes[index]
-                    index += 1
-                    if matches(values):
-                        return at
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    async def close(self) -> None:
-        self._bus.disconnect()
-        await self._bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-
-
-def state_is(state: str) -> Callable[[Change], bool]:
-    return lambda change: change.get("State") == state
-
-
-def drive_is(device: str, **wanted: Any) -> Callable[[Change], bool]:
-    """The Media entry of ``device`` has every ``wanted`` value."""
-
-    def matches(change: Change) -> bool:
-        return any(
-            entry.get("device") == device and all(entry.get(k) == v for k, v in wanted.items())
-            for entry in change.get("Media", ())
-        )
-
-    return matches
-
-
-def drive_gone(device: str) -> Callable[[Change], bool]:
-    def matches(change: Change) -> bool:
-        media = change.get("Media")
-        return media is not None and all(entry.get("device") != device for entry in media)
-
-    return matches
 
 
 class UdevWatch:

@@ -14,17 +14,9 @@ from pathlib import Path
 import pytest
 
 from aklited.daemon.media import Drive, DriveAdded, DriveRemoved, MediaEvent
+from aklited_sim.udev import run
 
 EVENT_TIMEOUT_S = 30
-
-
-def run(*argv: str | Path, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [str(a) for a in argv], input=stdin, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, argv))} failed: {done.stderr.strip()}")
-    return done.stdout.strip()
 
 
 def need(program: str) -> None:

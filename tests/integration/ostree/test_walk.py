@@ -102,15 +102,7 @@ async def test_a_recorded_size_does_not_spare_the_object_its_check(
     repo = await sim.init_repo(tmp_path / "bundle" / "repo")
     commit = await sim.commit_tree(repo, await _tree(tmp_path), subject="s", sizes=True)
     target = _a_file_object(repo)
-    outside = tmp_path / "host-file"
-    outside.write_bytes(target.read_bytes())
-    target.unlink()
-    if kind == "fifo":
-        os.mkfifo(target)
-    elif kind == "outside-link":
-        target.symlink_to(outside)
-    else:
-        target.mkdir()
+    _make_unsafe(target, kind, outside=tmp_path / "host-file")
     dest = await sim.init_repo(tmp_path / "dest", mode="bare")
     with pytest.raises(UnsafeEntryError) as caught:
         await asyncio.to_thread(walk_missing, repo, commit, dest)
@@ -162,6 +154,20 @@ def _a_file_object(repo: Path) -> Path:
     return max(repo.glob("objects/*/*.filez"), key=lambda p: p.stat().st_size)
 
 
+def _make_unsafe(target: Path, kind: str, *, outside: Path) -> None:
+    """Replace ``target`` with what ostree must never open (its bytes kept ``outside``)."""
+    outside.write_bytes(target.read_bytes())
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "outside-link":
+        target.symlink_to(outside)
+    elif kind == "loop":
+        target.symlink_to(target.name)
+    else:
+        target.mkdir()
+
+
 @pytest.mark.parametrize("kind", ["fifo", "outside-link", "loop", "directory"])
 @pytest.mark.parametrize("which", ["dirtree", "filez", "config"])
 async def test_the_walk_refuses_what_ostree_must_never_open(
@@ -173,17 +179,7 @@ async def test_the_walk_refuses_what_ostree_must_never_open(
         "filez": _a_file_object(repo),
         "config": repo / "config",
     }[which]
-    outside = tmp_path / "host-file"
-    outside.write_bytes(target.read_bytes())
-    target.unlink()
-    if kind == "fifo":
-        os.mkfifo(target)
-    elif kind == "outside-link":
-        target.symlink_to(outside)
-    elif kind == "loop":
-        target.symlink_to(target.name)
-    else:
-        target.mkdir()
+    _make_unsafe(target, kind, outside=tmp_path / "host-file")
     dest = await sim.init_repo(tmp_path / "dest", mode="bare")
     with pytest.raises(UnsafeEntryError) as caught:
         await asyncio.to_thread(walk_missing, repo, commit, dest)
