@@ -13,7 +13,6 @@ printed by ``aklite-offline config``) but otherwise ignored.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import tomllib
@@ -21,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from aklited.errors import ConfigError
 
@@ -342,7 +343,11 @@ def _build(
 
 
 def effective_toml(config: Config) -> dict[str, Any]:
-    """The merged configuration with every default aklited applies filled in."""
+    """The merged configuration with every default aklited applies filled in.
+
+    Its values are tomllib's types only (paths as the strings that were read, not ``Path``),
+    so :func:`dumps_toml` prints it and tomllib reads that back equal.
+    """
     merged: dict[str, Any] = _deep_copy(dict(config.raw))
     resolved: dict[tuple[str, str], object] = {
         ("provision", "primary_ecu_hardware_id"): config.provision.hardware_id,
@@ -358,60 +363,20 @@ def effective_toml(config: Config) -> dict[str, Any]:
 
 
 def dumps_toml(data: Mapping[str, Any]) -> str:
-    """Serialize nested tables of scalars and arrays as TOML (enough for ``config``)."""
-    lines: list[str] = []
-    _emit_table(lines, (), data)
-    return "\n".join(lines).lstrip("\n") + "\n"
+    """``data`` as TOML that tomllib reads back equal, every table's keys in sorted order.
+
+    Sorted, so that two devices' ``aklite-offline config`` compare with diff whichever file
+    set a key first.
+
+    Raises:
+        TypeError: a value is not one of tomllib's types.
+    """
+    return tomli_w.dumps(_sorted_tables(data))
 
 
-def _emit_table(lines: list[str], name: tuple[str, ...], table: Mapping[str, Any]) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    if name and (scalars or not tables):
-        lines.append("")
-        lines.append("[" + ".".join(_toml_key(part) for part in name) + "]")
-    for key in sorted(scalars):
-        lines.append(f"{_toml_key(key)} = {_toml_value(scalars[key])}")
-    for key in sorted(tables):
-        _emit_table(lines, (*name, key), tables[key])
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
-def _toml_string(value: str) -> str:
-    out = []
-    for ch in value:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_value(value: object) -> str:
-    match value:
-        case bool():
-            text = "true" if value else "false"
-        case int() | float():
-            text = repr(value)
-        case str():
-            text = _toml_string(value)
-        case list():
-            text = "[" + ", ".join(_toml_value(v) for v in value) + "]"
-        case dict():
-            inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-            text = "{ " + inner + " }" if inner else "{}"
-        case os.PathLike():
-            text = _toml_string(os.fspath(value))
-        case _:
-            # dates and times: TOML's literal forms are their ISO strings
-            text = str(value)
-    return text
+def _sorted_tables(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _sorted_tables(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_sorted_tables(item) for item in value]
+    return value

@@ -6,6 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
+
+# It prints one line for each thing it installs, and nothing when there is nothing to do. A
+# step's own output (apt's and pip's notices, the build backend's warnings) goes to a log,
+# printed whole, and kept, if the step fails.
+log=$(mktemp -t aklited-setup.XXXXXX.log)
+trap 'rm -f "$log"' EXIT
+quietly() {
+    if ! "$@" >"$log" 2>&1; then
+        trap - EXIT
+        cat "$log" >&2
+        echo "setup: failed: $* (its output is above and in $log)" >&2
+        exit 1
+    fi
+}
+
 APT_PACKAGES=(
     docker.io busybox-static          # a Docker engine for app tests; images built from busybox
     ostree gir1.2-ostree-1.0          # sysroots, repos and deployments
@@ -23,22 +38,24 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    quietly apt-get update
+    quietly env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 # Debian's python3 sees python3-gi and python3-dbus through the system site packages, which
 # spares building PyGObject and dbus-python from source.
 if [[ ! -x $VENV/bin/python ]]; then
-    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+    quietly /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
 # The device package, and the workstation tool (its own package: not in the device's wheel),
 # both editable, so the checkout is what runs.
 stamp=$VENV/.installed-$(cat pyproject.toml aklite_bundle/pyproject.toml | sha256sum | cut -c1-16)
 if [[ ! -f $stamp ]]; then
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -e ".[test]"
-    "$VENV/bin/pip" install -q --no-deps -e ./aklite_bundle
+    echo "setup: installing aklited, aklite-bundle and the test tools into $VENV"
+    quietly "$VENV/bin/pip" install --upgrade pip
+    quietly "$VENV/bin/pip" install -e ".[test]"
+    quietly "$VENV/bin/pip" install --no-deps -e ./aklite_bundle
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi

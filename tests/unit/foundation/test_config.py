@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -19,7 +20,7 @@ from aklited.errors import ConfigError
 
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -180,6 +181,75 @@ def test_effective_toml_round_trips(tmp_path: Path) -> None:
     assert printed["storage"]["path"] == "/var/sota"
 
 
+# Strings TOML must escape, and every other type tomllib reads: `config` prints them all.
+TRICKY_TOML = r"""
+[provision]
+primary_ecu_hardware_id = "imx8 \"rev B\""
+
+[pacman]
+type = "ostree"
+tags = "main \"x\" \\ ü"
+os = "line one\nline\ttwo \u0007 \u007f end"
+sysroot = '/mnt/my sysroot/C:\dir'
+compose_apps = ["app \"one\"", 'back\slash', "日本語"]
+
+[aklited]
+media_root = "/run/aklited/media with spaces/ü"
+reboot_delay_s = 0
+
+["tåble with space"]
+"key.with.dots" = "v"
+"" = "empty key"
+"ключ" = -0.5
+big = 9223372036854775807
+inf = inf
+when = 1979-05-27T07:32:00Z
+local = 1979-05-27T07:32:00.999999
+day = 1979-05-27
+at = 07:32:00
+empty = {}
+mixed = [1, "x\\y", {k = "v \"q\""}, [true, 1.5]]
+
+[["tåble with space".servers]]
+name = "a\tb"
+
+[["tåble with space".servers]]
+name = "c"
+"""
+
+
+def test_config_output_reads_back_equal(tmp_path: Path) -> None:
+    write(tmp_path / "c/10.toml", TRICKY_TOML)
+    config = load_config([tmp_path / "c"])
+    effective = effective_toml(config)
+    printed = dumps_toml(effective)
+    assert tomllib.loads(printed) == effective
+    read = tomllib.loads(printed)
+    assert read["pacman"]["tags"] == 'main "x" \\ ü'
+    assert read["pacman"]["os"] == "line one\nline\ttwo \x07 \x7f end"
+    assert read["pacman"]["sysroot"] == "/mnt/my sysroot/C:\\dir"
+    assert read["aklited"]["media_root"] == "/run/aklited/media with spaces/ü"
+    assert read["tåble with space"][""] == "empty key"
+    # every table's keys sorted, whichever file set them first
+    assert list(read) == sorted(read)
+    assert list(read["aklited"]) == sorted(read["aklited"])
+
+
+def test_effective_toml_holds_only_toml_types(tmp_path: Path) -> None:
+    # the defaults aklited applies are paths in Config, but strings in what `config` prints
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    effective = effective_toml(load_config([empty]))
+
+    def leaves(value: object) -> list[object]:
+        if isinstance(value, dict):
+            return [leaf for v in value.values() for leaf in leaves(v)]
+        return [value]
+
+    assert {type(leaf) for leaf in leaves(effective)} <= {str, bool, int}
+    assert tomllib.loads(dumps_toml(effective)) == effective
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aklited.cli.offline", *args],
@@ -197,6 +267,22 @@ def test_cli_config_prints_merged_toml(tmp_path: Path) -> None:
     printed = tomllib.loads(result.stdout)
     assert printed["provision"]["primary_ecu_hardware_id"] == "imx8"
     assert printed["pacman"]["tags"] == "main"
+
+
+def test_cli_config_prints_the_effective_configuration(tmp_path: Path) -> None:
+    write(tmp_path / "c/10.toml", TRICKY_TOML)
+    # TOML is UTF-8 text whatever the locale; pin the child's stdout to it
+    result = subprocess.run(
+        [sys.executable, "-m", "aklited.cli.offline", "-c", str(tmp_path / "c"), "config"],
+        capture_output=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    effective = effective_toml(load_config([tmp_path / "c"]))
+    assert result.stdout == dumps_toml(effective)
+    assert tomllib.loads(result.stdout) == effective
 
 
 def test_cli_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
