@@ -82,7 +82,6 @@ async def build_engine(
     config: Config,
     *,
     readonly: bool = False,
-    with_apps: bool = True,
     observer: EngineObserver | None = None,
     services: ServicesPort | None = None,
     checkpoint: Checkpoint | None = None,
@@ -91,9 +90,8 @@ async def build_engine(
     """The engine for this device, with every connection closed on exit (in reverse order).
 
     ``readonly`` serves ``check`` and ``current``: the journal is opened read-only (an empty
-    one in memory when the device has none yet) and systemd is not asked for anything. Without
-    ``with_apps`` (a check of the metadata only) the apps are never touched, so the
-    Docker client libraries are not even loaded.
+    one in memory when the device has none yet) and systemd is not asked for anything. A
+    device without Compose Apps never loads the Docker client libraries.
     """
     async with AsyncExitStack() as stack:
         if readonly:
@@ -104,7 +102,7 @@ async def build_engine(
         if services is None:
             services = NoSystemd() if readonly else await connect_systemd()
             stack.push_async_callback(services.close)
-        apps = await _apps_port(config, stack) if with_apps else NoApps()
+        apps = await _apps_port(config, stack)
         yield Engine(
             journal=journal,
             trust=BundleTrust(

@@ -29,7 +29,8 @@ async def check(config: Config, src_dir: Path, *, deep: bool = False) -> int:
     from aklited.cli.offline import print_error  # noqa: PLC0415 - the CLI imports this module
 
     try:
-        async with build_engine(config, readonly=True, with_apps=deep) as engine:
+        # With the apps: whether the device already runs the target depends on them too.
+        async with build_engine(config, readonly=True) as engine:
             result = await engine.check(src_dir, deep=deep)
     except AkliteError as e:
         print_error(e)

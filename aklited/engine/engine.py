@@ -410,8 +410,13 @@ class Engine:
         content = await self._verify_content(src_dir, target) if deep else None
         current = _installed(record) if record is not None else None
         same = current is not None and current.name == target.name
+        # Or the device runs that target without a record of it (its factory image, say).
+        runs_it = same or (
+            target.ostree_commit == await self._rootfs.booted_commit()
+            and await self._apps.in_place(target.apps)
+        )
         return CheckResult(
-            code=StatusCode.OK if same else StatusCode.UPDATE_AVAILABLE,
+            code=StatusCode.OK if runs_it else StatusCode.UPDATE_AVAILABLE,
             target=target,
             current=current,
             stored_metadata_used=selection.stored_metadata_used,
@@ -512,25 +517,22 @@ class Engine:
         target = selection.target
         booted = await self._rootfs.booted_commit()
         rootfs_changes = target.ostree_commit != booted
-        if (
-            not rootfs_changes
-            and current is not None
-            and current.target_name == target.name
-            and await self._apps.in_place(target.apps)
-        ):
-            message = f"{target.name} is already installed"
-            if selection.stored_metadata_used:
-                message += f"; {selection.stored_metadata_used}"
-            return Outcome(StatusCode.OK, message, target.name)
-
-        if target.apps:
-            # Before aktualizr-lite is stopped or a byte is copied: without a Docker engine
-            # the install could only fail half-way.
-            try:
+        try:
+            if target.apps:
+                # Before aktualizr-lite is stopped or a byte is copied: without a Docker
+                # engine the install could only fail half-way.
                 await self._apps.ready()
-            except (Exception, asyncio.CancelledError) as e:
-                await self._cleanup(partial(self._journal_failure, None, Phase.VERIFYING, e), e)
-                raise
+            runs_it = not rootfs_changes and await self._apps.in_place(target.apps)
+        except (Exception, asyncio.CancelledError) as e:
+            await self._cleanup(partial(self._journal_failure, None, Phase.VERIFYING, e), e)
+            raise
+        if runs_it:
+            if current is not None and current.target_name == target.name:
+                message = f"{target.name} is already installed"
+                if selection.stored_metadata_used:
+                    message += f"; {selection.stored_metadata_used}"
+                return Outcome(StatusCode.OK, message, target.name)
+            return await self._adopt(target, src_dir, current)
         install = await self._db(
             self._journal.begin_install,
             target_name=target.name,
@@ -555,6 +557,25 @@ class Engine:
             err = _expected(e)
             await self._cleanup(partial(self._settle_failed, install, e, err), e)
             _reraise(err, e)
+
+    async def _adopt(self, target: Target, src_dir: Path, current: InstallRecord | None) -> Outcome:
+        """The device already runs ``target`` (a drive made for the fleet meets a device on
+        its factory image, say): record it as current, with nothing to install."""
+        install = await self._db(
+            self._journal.begin_install,
+            target_name=target.name,
+            version=target.version,
+            ostree_commit=target.ostree_commit,
+            apps=dict(target.apps),
+            custom={**target.custom, "aklited-tag": target.tag},
+            src_dir=str(src_dir),
+            previous_id=current.id if current is not None else None,
+            state=str(Phase.STARTED),
+        )
+        message = f"the device already runs {target.name}"
+        await self._finish(install, Phase.CURRENT, StatusCode.OK, message, make_current=True)
+        await self._current_file.write(target)
+        return Outcome(StatusCode.OK, message, target.name)
 
     async def _settle_failed(
         self, install: InstallRecord, error: BaseException, err: AkliteError

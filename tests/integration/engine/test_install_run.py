@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aklited_sim.bus import SystemdMock
-from aklited_sim.factory import Factory
+from aklited_sim.factory import HWID, Factory, Release
 from tests.integration.engine.harness import Device, usb_drive
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
@@ -251,3 +251,32 @@ async def test_an_older_drive_says_its_metadata_is_older(e2e: E2E, tmp_path: Pat
     assert "already installed" in done.stdout
     assert "older than the device's" in done.stdout
     assert "timestamp.json" in done.stdout
+
+
+@pytest.mark.parametrize("kind", ["ostree", "ostree+compose_apps"])
+async def test_a_bundle_of_the_factory_image_is_the_installed_target(
+    e2e: E2E, tmp_path: Path, kind: str
+) -> None:
+    # A drive made for the whole fleet meets a device still on its factory image.
+    device, factory, systemd = e2e
+    if kind == "ostree":
+        sota = device.config_dir / "sota.toml"
+        sota.write_text(sota.read_text().replace('type = "ostree+compose_apps"', 'type = "ostree"'))
+    factory_image = Release(
+        name=f"{HWID}-lmp-1", version=1, commit=device.sim.initial_commit, apps={}
+    )
+    bundle = await factory.write_bundle(tmp_path / "bundles/v1", [factory_image])
+
+    checked = device.cli("check", "-s", str(bundle))
+    assert_code(checked, 0)
+    assert f"the device already runs {factory_image.name}" in checked.stdout
+    installed = device.cli("install", "-s", str(bundle))
+    assert_code(installed, 0)
+    assert f"the device already runs {factory_image.name}" in installed.stdout
+
+    current = device.current()
+    assert (current["Target"], current["Ostree hash"]) == (factory_image.name, factory_image.commit)
+    assert factory_image.name in device.current_target_file.read_text()
+    assert aklite_jobs(systemd) == []  # nothing was stopped, nothing staged
+    assert device.running_projects() == {}
+    assert_code(device.cli("run"), 40)  # nothing waits to be finished

@@ -203,3 +203,23 @@ async def test_current_while_an_install_waits_for_its_reboot_is_the_running_targ
     current = await rig.engine.current()
 
     assert (current.name, current.booted_commit) == (v1.name, v1.ostree_commit)
+
+
+@pytest.mark.parametrize("apps", [(), ("web",)], ids=["rootfs-only", "apps-running"])
+async def test_check_of_the_factory_image_as_a_target_is_0_and_writes_nothing(
+    rig: Rig, apps: tuple[str, ...]
+) -> None:
+    target = make_target(1, commit=FACTORY_COMMIT, apps=apps)
+    rig.device.apps.running.update(target.apps)
+
+    result = await rig.engine.check(rig.bundle(target))
+
+    assert result.code == StatusCode.OK
+    assert await rig.installs() == []
+    assert rig.device.current_file.written == []
+
+
+async def test_check_of_the_factory_image_with_an_app_down_offers_it(rig: Rig) -> None:
+    target = make_target(1, commit=FACTORY_COMMIT)
+
+    assert (await rig.engine.check(rig.bundle(target))).code == StatusCode.UPDATE_AVAILABLE

@@ -366,3 +366,41 @@ async def test_an_apps_only_install_holds_no_shutdown_off(rig: Rig) -> None:
     assert rig.device.reboot_marker.inhibitors == []
     gate.open()
     assert (await task).code == StatusCode.NEEDS_DOCKER_RESTART
+
+
+# ---- the target the device already runs, without a record of it ---------------------------
+
+
+@pytest.mark.parametrize("apps", [(), ("web",)], ids=["rootfs-only", "apps-running"])
+async def test_the_factory_image_as_a_target_is_recorded_as_current_with_nothing_installed(
+    rig: Rig, apps: tuple[str, ...]
+) -> None:
+    target = make_target(1, commit=FACTORY_COMMIT, apps=apps)
+    for name, uri in target.apps.items():  # the factory image's apps run already
+        rig.device.apps.running[name] = uri
+        rig.device.apps.store.add(uri)
+
+    outcome = await rig.engine.install(rig.bundle(target))
+
+    assert (outcome.code, outcome.target) == (StatusCode.OK, target.name)
+    assert outcome.message == f"the device already runs {target.name}"
+    current = await rig.current()
+    assert (current.target_name, current.ostree_commit) == (target.name, FACTORY_COMMIT)
+    assert rig.device.current_file.written[-1] == target
+    device = rig.device
+    assert device.services.jobs == []  # aktualizr-lite was not stopped
+    assert device.rootfs.pulled == [] and device.rootfs.deployed == []
+    assert "apps.stage" not in device.faults.calls
+    assert not device.reboot_marker.marked
+    # From then on it is the installed target: the same bundle again is "already installed".
+    again = await rig.engine.install(rig.bundle(target))
+    assert again.message == f"{target.name} is already installed"
+
+
+async def test_the_factory_image_with_an_app_down_stages_the_apps(rig: Rig) -> None:
+    target = make_target(1, commit=FACTORY_COMMIT)  # its app is not running
+
+    outcome = await rig.engine.install(rig.bundle(target))
+
+    assert outcome.code == StatusCode.NEEDS_DOCKER_RESTART
+    assert set(target.apps.values()) <= rig.device.apps.store
