@@ -30,6 +30,7 @@ APT_PACKAGES=(
     dbus dbus-daemon python3-dbus     # private buses; python-dbusmock needs dbus-python
     python3-gi python3-venv           # dbusmock's templates import gi
     systemd sqlite3 kmod zstd
+    man-db groff-base                 # the manual pages: systemd-analyze verify looks them up
 )
 
 missing=()

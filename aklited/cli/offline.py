@@ -39,18 +39,13 @@ Typical use:
   aklite-offline run                            # after the reboot/restart: finish the update
 """
 
-EPILOG = """\
-Configuration: without --config, *.toml files are read from /usr/lib/sota/conf.d,
-/var/sota/sota.toml and /etc/sota/conf.d/ (as aktualizr-lite does).
-
-Exit codes: 0 ok; 1 unknown error; 4 TUF metadata unreadable; 6 no target for this device;
-8 target content missing from the bundle; 11 TUF verification failed; 12 metadata expired;
-14 metadata missing; 15 bundle-targets.json invalid; 16 (check) update available;
-20 target not found; 30 another install is pending; 40 nothing pending; 50 copy failed;
-60 not enough space; 70 content failed verification; 80 app images failed to load or start;
-99 update failed, previous target kept; 100 reboot, then run; 101 restart dockerd, then run;
-102 downgrade refused (use --force); 120 rollback failed.
-"""
+# The exit codes from the one table they live in (StatusCode), never a copy of it.
+EPILOG = (
+    "Configuration: without --config, *.toml files are read from /usr/lib/sota/conf.d,\n"
+    "/var/sota/sota.toml and /etc/sota/conf.d/ (as aktualizr-lite does).\n\nExit codes:\n"
+    + "\n".join(f"  {int(code):3d}  {code.meaning}" for code in StatusCode)
+    + "\n"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
