@@ -94,7 +94,9 @@ def table(rows: Iterable[Row]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        # A budget's ratio to its reference says nothing: only the budget counts.
+        shown = row.ratio if row.better != "absolute" else None
+        ratio = f"{shown:.2f}x" if shown is not None else "-"
         met = {True: "yes", False: "**no**", None: "-"}[row.met]
         base = f"{row.baseline_name}: {spread(row.baseline, row.unit)}"
         lines.append(
