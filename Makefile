@@ -7,14 +7,19 @@ PY := $(VENV)/bin/python
 setup:
 	@VENV=$(VENV) ./scripts/setup.sh
 
+LINTED := aklited aklite_bundle aklited_sim tests bench scripts
+
+# Each check says nothing when it passes and everything when it does not.
 lint: setup
-	$(VENV)/bin/ruff check aklited aklite_bundle aklited_sim tests bench scripts
-	$(VENV)/bin/ruff format --check aklited aklite_bundle aklited_sim tests bench scripts
-	$(VENV)/bin/mypy --strict
-	$(VENV)/bin/lint-imports --no-cache --no-logo
+	@echo "lint: ruff, mypy --strict, import contracts"
+	@$(VENV)/bin/ruff check -q $(LINTED)
+	@$(VENV)/bin/ruff format -q --check $(LINTED)
+	@$(VENV)/bin/mypy --strict --no-error-summary
+	@out=$$($(VENV)/bin/lint-imports --no-cache --no-logo 2>&1) || { echo "$$out"; exit 1; }
 
 test: lint
-	$(PY) -m pytest -q tests
+	@echo "test: pytest (about 7 minutes; root, real dockerd, udevd and dbus-daemon)"
+	@$(PY) -m pytest -q tests
 
 demo: setup
 	@$(PY) -m aklited_sim.demo
