@@ -533,17 +533,7 @@ class Engine:
                     message += f"; {selection.stored_metadata_used}"
                 return Outcome(StatusCode.OK, message, target.name)
             return await self._adopt(target, src_dir, current)
-        install = await self._db(
-            self._journal.begin_install,
-            target_name=target.name,
-            version=target.version,
-            ostree_commit=target.ostree_commit,
-            apps=dict(target.apps),
-            custom={**target.custom, "aklited-tag": target.tag},
-            src_dir=str(src_dir),
-            previous_id=current.id if current is not None else None,
-            state=str(Phase.STARTED),
-        )
+        install = await self._begin(target, src_dir, current)
         self._announce(Phase.STARTED, {"target": target.name})
         try:
             return await self._install_steps(
@@ -558,10 +548,11 @@ class Engine:
             await self._cleanup(partial(self._settle_failed, install, e, err), e)
             _reraise(err, e)
 
-    async def _adopt(self, target: Target, src_dir: Path, current: InstallRecord | None) -> Outcome:
-        """The device already runs ``target`` (a drive made for the fleet meets a device on
-        its factory image, say): record it as current, with nothing to install."""
-        install = await self._db(
+    async def _begin(
+        self, target: Target, src_dir: Path, current: InstallRecord | None
+    ) -> InstallRecord:
+        """The journal's row for an install of ``target`` from ``src_dir``, started."""
+        return await self._db(
             self._journal.begin_install,
             target_name=target.name,
             version=target.version,
@@ -572,6 +563,11 @@ class Engine:
             previous_id=current.id if current is not None else None,
             state=str(Phase.STARTED),
         )
+
+    async def _adopt(self, target: Target, src_dir: Path, current: InstallRecord | None) -> Outcome:
+        """The device already runs ``target`` (a drive made for the fleet meets a device on
+        its factory image, say): record it as current, with nothing to install."""
+        install = await self._begin(target, src_dir, current)
         message = f"the device already runs {target.name}"
         await self._finish(install, Phase.CURRENT, StatusCode.OK, message, make_current=True)
         await self._current_file.write(target)
