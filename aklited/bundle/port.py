@@ -6,13 +6,27 @@ stays in memory) and for ``install`` (what verified is kept in the journal).
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from aklited.bundle.device import DeviceFacts
-from aklited.bundle.select import select_target
-from aklited.bundle.verify import VerifiedBundle, verify_bundle
 from aklited.engine.model import GuardTarget, Selection, Target
-from aklited.trust.storage import OverlayTrustStore, TrustStore
+
+if TYPE_CHECKING:
+    from aklited.bundle.verify import VerifiedBundle
+    from aklited.trust.storage import TrustStore
+
+_TRUST_MODULES = ("aklited.bundle.verify", "aklited.bundle.select", "aklited.trust.storage")
+
+
+async def _trust_modules() -> tuple[ModuleType, ...]:
+    # The TUF stack (the crypto library with it, about 10 MiB) is loaded with the first
+    # bundle, off the loop (importing reads files): a daemon waiting for its first drive,
+    # which is most of its life, does not carry it.
+    return await asyncio.to_thread(lambda: tuple(map(importlib.import_module, _TRUST_MODULES)))
 
 
 class BundleTrust:
@@ -32,13 +46,14 @@ class BundleTrust:
         guard: GuardTarget | None,
         persist: bool,
     ) -> Selection:
-        bundle = await verify_bundle(
+        verify, select, storage = await _trust_modules()
+        bundle: VerifiedBundle = await verify.verify_bundle(
             src_dir,
-            store=self._store if persist else OverlayTrustStore(self._store),
+            store=self._store if persist else storage.OverlayTrustStore(self._store),
             device=self._device,
             provisioned_roots=self._provisioned_roots,
         )
-        selected = await select_target(
+        selected = await select.select_target(
             bundle,
             self._device,
             target_name=target_name,
