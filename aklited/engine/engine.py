@@ -59,6 +59,7 @@ from aklited.errors import (
     CancelledInstallError,
     InternalError,
     PendingInstallError,
+    RootfsError,
 )
 from aklited.outcomes import StatusCode
 
@@ -412,7 +413,7 @@ class Engine:
         same = current is not None and current.name == target.name
         # Or the device runs that target without a record of it (its factory image, say).
         runs_it = same or (
-            target.ostree_commit == await self._rootfs.booted_commit()
+            target.ostree_commit == await self._booted_if_known()
             and await self._apps.in_place(target.apps)
         )
         return CheckResult(
@@ -422,6 +423,15 @@ class Engine:
             stored_metadata_used=selection.stored_metadata_used,
             content=content,
         )
+
+    async def _booted_if_known(self) -> str | None:
+        """The booted commit, or None when the sysroot cannot say (a check needs no sysroot:
+        it then offers the target, and an install finds out)."""
+        try:
+            return await self._rootfs.booted_commit()
+        except RootfsError as e:
+            log.info("booted commit unknown", error=str(e))
+            return None
 
     async def _verify_content(self, src_dir: Path, target: Target) -> ContentReport:
         objects = await self._rootfs.verify_content(

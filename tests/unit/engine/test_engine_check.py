@@ -19,6 +19,7 @@ from aklited.errors import (
     NoMatchingTargetError,
     RootfsCopyError,
     RootfsCorruptError,
+    RootfsSysrootError,
 )
 from aklited.outcomes import StatusCode
 from tests.fakes import FACTORY_COMMIT, FakeDevice, Op, Rig, SelectCall, make_target
@@ -221,5 +222,13 @@ async def test_check_of_the_factory_image_as_a_target_is_0_and_writes_nothing(
 
 async def test_check_of_the_factory_image_with_an_app_down_offers_it(rig: Rig) -> None:
     target = make_target(1, commit=FACTORY_COMMIT)
+
+    assert (await rig.engine.check(rig.bundle(target))).code == StatusCode.UPDATE_AVAILABLE
+
+
+async def test_check_without_a_readable_sysroot_offers_the_target(rig: Rig) -> None:
+    # A check needs no sysroot: what it cannot tell, the install finds out.
+    rig.device.faults.fail("rootfs.booted_commit", RootfsSysrootError("no OSTree sysroot"))
+    target = make_target(1, commit=FACTORY_COMMIT, apps=())
 
     assert (await rig.engine.check(rig.bundle(target))).code == StatusCode.UPDATE_AVAILABLE
