@@ -372,7 +372,9 @@ class FakeApps:
 
     async def in_place(self, apps: Mapping[str, str]) -> bool:
         await self._faults.enter("apps.in_place")
-        return all(self.running.get(name) == uri for name, uri in apps.items())
+        return set(self.running) <= set(apps) and all(
+            self.running.get(name) == uri for name, uri in apps.items()
+        )
 
     async def retire(self, keep: Mapping[str, str]) -> None:
         await self._faults.enter("apps.retire")

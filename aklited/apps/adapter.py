@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_STORE_ROOT = Path("/var/sota/reset-apps")
 DEFAULT_COMPOSE_ROOT = Path("/var/sota/compose-apps")
+ENGINE_PROBE_S = 10.0  # how long the engine may take to say its version
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -317,10 +318,18 @@ class ComposeApps:
         Raises:
             AppsEngineMissingError: no engine answers at :attr:`docker_host` (80).
         """
+        where = self.docker_host or "the default socket"
         try:
-            version = await self._get_docker().version()
-        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as e:
-            where = self.docker_host or "the default socket"
+            # An engine that accepts the connection and never answers must not hold up the
+            # daemon's start or an install.
+            async with asyncio.timeout(ENGINE_PROBE_S):
+                version = await self._get_docker().version()
+        except TimeoutError as e:
+            raise AppsEngineMissingError(
+                f"no Docker engine answers at {where} within {ENGINE_PROBE_S:g} s"
+            ) from e
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError, ValueError) as e:
+            # ValueError: a docker_host aiodocker cannot use (no scheme, say).
             reason = e.message if isinstance(e, aiodocker.DockerError) else str(e)
             raise AppsEngineMissingError(f"no Docker engine answers at {where}: {reason}") from e
         return str(version.get("Version", "unknown"))

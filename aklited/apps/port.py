@@ -35,6 +35,7 @@ class ComposeAppsPort:
     async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
         # Only weighs the progress: whatever is wrong with the apps, stage() finds and says
         # it with the whole verification behind it.
+        self._read = None  # an install that failed before its stage left its read here
         try:
             return _blob_bytes(await self._read_quick(src_store, apps))
         except AppsError as e:
@@ -79,6 +80,10 @@ class ComposeAppsPort:
         await self._apps.start(verified)
 
     async def in_place(self, apps: Mapping[str, str]) -> bool:
+        # An app the target no longer lists still installed: the target is not in place
+        # until an install retires it.
+        if set(await self._apps.installed()) - set(apps):
+            return False
         if not apps:
             return True
         try:

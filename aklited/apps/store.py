@@ -125,11 +125,6 @@ class StoreReader:
         )
         manifest = Blob(hex=ref.hex, size=len(raw), media_type=OCI_MANIFEST)
         bundle, extras = _parse_app_manifest(_json(raw, what=f"{what} manifest"), what=what)
-        # Always hashed, quick or not: what the compose file says decides which images are
-        # read, and a compose bundle is small.
-        await asyncio.to_thread(
-            blobstore.verify_blob_file, self._files, bundle, what=f"{what} compose bundle"
-        )
         extras = tuple([b for b in extras if await self._verify_optional(b, what=what)])
         services = await self._read_services(name, bundle, what=what)
         images: dict[str, AppImage] = {}
@@ -191,7 +186,12 @@ class StoreReader:
             project = tmp / "project"
 
             def extract() -> None:
-                with blobstore.open_blob(self._files, bundle.hex, what=what) as archive:
+                # Hashed always, quick or not (what the compose file says decides which
+                # images are read): copied off the drive once, hashed as it is copied, and
+                # extracted from that verified copy, never from a second read of the drive.
+                verified = tmp / "verified"
+                blobstore.copy_blob(self._files, verified, bundle, what=f"{what} compose bundle")
+                with blobstore.blob_path(verified, bundle.hex).open("rb") as archive:
                     extract_bundle(archive, project, what=f"{what} compose bundle")
 
             await asyncio.to_thread(extract)

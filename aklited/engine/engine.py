@@ -381,8 +381,8 @@ class Engine:
         the error an update that needs it raises; empty when nothing is missing."""
         try:
             await self._apps.ready()
-        except AkliteError as e:
-            return [e]
+        except Exception as e:  # said at start, never a reason not to start
+            return [InternalError.wrap(e) if not isinstance(e, AkliteError) else e]
         return []
 
     async def pending(self) -> tuple[Target, Phase] | None:
@@ -414,7 +414,7 @@ class Engine:
         # Or the device runs that target without a record of it (its factory image, say).
         runs_it = same or (
             target.ostree_commit == await self._booted_if_known()
-            and await self._apps.in_place(target.apps)
+            and await self._apps_in_place_if_known(target.apps)
         )
         return CheckResult(
             code=StatusCode.OK if runs_it else StatusCode.UPDATE_AVAILABLE,
@@ -423,6 +423,15 @@ class Engine:
             stored_metadata_used=selection.stored_metadata_used,
             content=content,
         )
+
+    async def _apps_in_place_if_known(self, apps: Mapping[str, str]) -> bool:
+        """Whether the apps are in place; False when Docker cannot say (a check then offers
+        the target, and an install finds out)."""
+        try:
+            return await self._apps.in_place(apps)
+        except AppsError as e:
+            log.info("apps' state unknown", error=str(e))
+            return False
 
     async def _booted_if_known(self) -> str | None:
         """The booted commit, or None when the sysroot cannot say (a check needs no sysroot:

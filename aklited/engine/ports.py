@@ -98,7 +98,8 @@ class AppsPort(Protocol):
         ...
 
     async def in_place(self, apps: Mapping[str, str]) -> bool:
-        """True when every app is installed at this version and running."""
+        """True when every app is installed at this version and running, and no other app
+        is installed."""
         ...
 
     async def retire(self, keep: Mapping[str, str]) -> None:

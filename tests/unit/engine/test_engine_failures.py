@@ -353,3 +353,12 @@ async def test_failures_are_not_kept_once_a_call_has_ended(rig: Rig) -> None:
         await rig.engine.install(rig.bundle(make_target(2)))
 
     assert rig.engine._journalled == []
+
+
+async def test_what_is_missing_is_said_whatever_the_apps_port_raises(rig: Rig) -> None:
+    # The daemon asks at start: a surprise there is a reason to say, never to stop.
+    rig.device.faults.fail("apps.ready", ValueError("Missing protocol scheme"))
+
+    [missing] = await rig.engine.missing_parts()
+
+    assert isinstance(missing, InternalError) and "Missing protocol scheme" in missing.message

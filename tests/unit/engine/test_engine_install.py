@@ -404,3 +404,20 @@ async def test_the_factory_image_with_an_app_down_stages_the_apps(rig: Rig) -> N
 
     assert outcome.code == StatusCode.NEEDS_DOCKER_RESTART
     assert set(target.apps.values()) <= rig.device.apps.store
+
+
+async def test_a_target_on_the_running_commit_without_one_of_its_apps_retires_it(
+    rig: Rig,
+) -> None:
+    # v3 keeps v2's rootfs and its "web", and drops "db": not "already running" until the
+    # apps-only update has retired "db".
+    v2 = make_target(2, apps=("web", "db"))
+    await rig.update_to(v2)
+    v3 = make_target(3, commit=v2.ostree_commit, apps=("web",), app_version=2)
+
+    assert (await rig.engine.check(rig.bundle(v3))).code == StatusCode.UPDATE_AVAILABLE
+    outcome = await rig.engine.install(rig.bundle(v3))
+
+    assert outcome.code == StatusCode.NEEDS_DOCKER_RESTART
+    assert (await rig.engine.run()).code == StatusCode.OK
+    assert set(rig.device.apps.running) == {"web"}
