@@ -11,23 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from aklited.cli.ctl import plain
 from aklited.daemon.service import INTERFACE, OBJECT_PATH
 
 PROPERTIES = "org.freedesktop.DBus.Properties"
 SAFETY_S = 120.0  # a safety net only: every wait is for a signal
-
-
-def plain(value: Any) -> Any:
-    if isinstance(value, Variant):
-        return plain(value.value)
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
 
 
 Change = dict[str, Any]

@@ -35,14 +35,14 @@ class CtlError(Exception):
         self.code = code
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """D-Bus values as JSON-able Python values."""
     if isinstance(value, Variant):
-        return _plain(value.value)
+        return plain(value.value)
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -89,7 +89,7 @@ class Client:
 
     async def properties(self) -> dict[str, Any]:
         (values,) = await self.call("GetAll", "s", [INTERFACE], interface=PROPERTIES)
-        return {key: _plain(value) for key, value in values.items()}
+        return {key: plain(value) for key, value in values.items()}
 
     async def subscribe(self) -> None:
         """Receive Completed and PropertiesChanged (before starting anything: none is lost)."""
@@ -106,7 +106,7 @@ class Client:
             if message.member == "Completed":
                 self.completed.put_nowait((int(message.body[0]), str(message.body[1])))
             elif message.member == "PropertiesChanged" and message.body[0] == INTERFACE:
-                self.changes.put_nowait({k: _plain(v) for k, v in message.body[1].items()})
+                self.changes.put_nowait({k: plain(v) for k, v in message.body[1].items()})
 
         self.bus.add_message_handler(handler)
         for rule in (
@@ -205,13 +205,13 @@ async def _command(client: Client, args: argparse.Namespace) -> int:
         return 0
     if args.command == "check":
         (result,) = await client.call("Check", "s", [args.path])
-        plain = _plain(result)
+        checked = plain(result)
         if args.json:
-            print(json.dumps(plain, indent=2, sort_keys=True))
+            print(json.dumps(checked, indent=2, sort_keys=True))
         else:
-            print(f"Target: {plain.get('target')} (version {plain.get('version')})")
-            print(f"Status: {plain.get('reason')}")
-        return int(plain.get("code", 1))
+            print(f"Target: {checked.get('target')} (version {checked.get('version')})")
+            print(f"Status: {checked.get('reason')}")
+        return int(checked.get("code", 1))
     await client.subscribe()
     if args.command == "watch":
         # Where things stand first (and a daemon that is not running is said at once).
