@@ -183,6 +183,15 @@ class SystemdMock:
         lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
         return [line.split(" ", 1)[1] for line in lines if " " in line]
 
+    def jobs(self, unit: str | None = None, *, since: int = 0) -> list[str]:
+        """The StartUnit and StopUnit calls among the calls from ``since`` on (of ``unit``
+        only, when given), in order."""
+        return [
+            method
+            for method, _, args in (call.partition(" ") for call in self.calls()[since:])
+            if method in ("StartUnit", "StopUnit") and (unit is None or f'"{unit}"' in args)
+        ]
+
 
 @contextmanager
 def _dbusmock(template: str, address: str, log_path: Path, *, ready: list[str]) -> Iterator[None]:
@@ -248,6 +257,10 @@ class LogindMock:
         """The logind Manager methods called so far, in order, with their arguments."""
         lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
         return [line.split(" ", 1)[1] for line in lines if " " in line]
+
+    def reboot_requested(self) -> bool:
+        """True once anything asked logind to reboot."""
+        return any(call.startswith("Reboot") for call in self.calls())
 
     def inhibitors_held(self) -> int:
         """How many inhibitors logind holds now (a closed descriptor releases one)."""

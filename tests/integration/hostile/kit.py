@@ -347,12 +347,7 @@ def assert_refused(ran: Ran, code: int, *, names: str | tuple[str, ...]) -> None
 
 def aklite_jobs(systemd: SystemdMock, *, since: int) -> list[str]:
     """Stop/Start calls on aktualizr-lite.service among the Manager calls from ``since`` on."""
-    calls = systemd.calls()[since:]
-    return [
-        c.split()[0]
-        for c in calls
-        if c.split()[0] in ("StartUnit", "StopUnit") and "aktualizr-lite.service" in c
-    ]
+    return systemd.jobs("aktualizr-lite.service", since=since)
 
 
 def lock_path(device: Device) -> Path:

@@ -9,27 +9,12 @@ from pathlib import Path
 import pytest
 
 from aklited.daemon.media import MediaWatcher
-from aklited_sim.udev import LoopDrives, loop_media_rules
-from tests.helpers.udevd import Udevd, udevd_fixture
+from aklited_sim.udev import LoopDrives
+from tests.helpers.udevd import loop_drive_fixtures
 from tests.integration.media.kit import mounts_below
 
-udevd = pytest.fixture(scope="package")(udevd_fixture)
-
-
-@pytest.fixture(scope="package")
-def media_rules(udevd: Udevd) -> Iterator[Path]:
-    """aklited's shipped rule, extended to loop devices, for the media tests.
-
-    Package-scoped, with udevd: the tests after these run without udev, as before.
-    """
-    with loop_media_rules() as path:
-        yield path
-
-
-@pytest.fixture
-def loops(media_rules: Path) -> Iterator[LoopDrives]:
-    with LoopDrives() as drives:
-        yield drives
+# Package-scoped: the tests after these run without udev, as before.
+udevd, media_rules, loops = loop_drive_fixtures("package")
 
 
 @pytest.fixture
