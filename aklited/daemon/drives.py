@@ -98,7 +98,13 @@ class DriveHandler:
                 self._set(drive.devnode, state="mounted")
                 found = await self._use(mounted.mountpoint)
         except AkliteError as e:
-            log.warning("drive refused", devnode=drive.devnode, error=e.message)
+            log.warning(
+                "drive refused",
+                devnode=drive.devnode,
+                label=drive.label,
+                fs_type=drive.fs_type,
+                error=e.message,
+            )
             self._jobs.report(int(e.code), f"{drive.devnode}: {e.message}")
             self._set(drive.devnode, state="refused", found=e.message, safe_to_remove=True)
         else:

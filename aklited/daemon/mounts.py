@@ -354,15 +354,8 @@ async def mount_drive(
     mountpoint = await asyncio.to_thread(_make_mountpoint, media_root, safe_dir_name(drive.sysname))
     try:
         mounted = await _mount(drive, mountpoint, timeout_s=timeout_s)
-    except BaseException as e:
-        if isinstance(e, MediaError):
-            log.warning(
-                "drive refused",
-                devnode=drive.devnode,
-                label=drive.label,
-                fs_type=drive.fs_type,
-                reason=str(e),
-            )
+    except BaseException:
+        # The refusal itself is the caller's to say (once, with what it does next).
         await _to_completion(lambda: _release(drive, mountpoint, quiet=True))
         raise
     log.info(
