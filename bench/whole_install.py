@@ -17,7 +17,15 @@ extended to loop devices, its own Docker engine for apps):
 * rootfs+apps: 150 MiB of random rootfs files and two apps whose images each carry one
   75 MiB layer of random bytes (gzip level 1) on top of busybox.
 
-``--quick``: 80 MiB (rootfs-only), 40 + 40 MiB (rootfs+apps), 2 runs per kind; else 5.
+Each on three drives: the disk image as fast as this machine reads it (a virtual disk, far
+faster than any USB stick), and read at 40 MB/s (a USB 2.0 stick) and at 100 MB/s (a modest
+USB 3 stick). The slow drives are the blkio (v1) cgroup's read limit on every loop device,
+for this process and everything it starts (udevd, the daemon, ostree, dd): baseline and
+install read the drive through the same limit; writes and the device's own disk are left
+alone.
+
+``--quick``: 80 MiB (rootfs-only), 40 + 40 MiB (rootfs+apps), 40 and 20 + 20 MiB on the slow
+drives, 2 runs per kind; else 5. ``--kind`` picks kinds by their title.
 
 One world per kind, one release per run (v2, v3, ...), each with new random bytes, so
 nothing of it is on the device yet while the device has run the releases before (as in the
@@ -32,20 +40,20 @@ stop aklited, "reboot" the device.
 
 Where the time goes, per run: the daemon journals every step with its time before the step
 acts (``events`` in its SQLite journal), so a step lasts from its event to the next one and
-holds all the daemon does meanwhile (stopping-aktualizr-lite also weighs the apps for the
-progress). Before the first event: the drive seen by udev and mounted (until the Media
-entry says "mounted") and the bundle found and checked (until "verifying"); after the
-last: the State on the bus. staging-apps is split by its Progress messages: verifying on
-the drive until the first "copied app ..." (so with the first blob's copy), copying until
-the last one, then loading into dockerd. During the install the CPU time of aklited's own
-process (its Python and its threads), of its child processes (ostree, mount, ``docker
-compose config``; those still running are read live, the others from the daemon's
+holds all the daemon does meanwhile (stopping-aktualizr-lite also weighs the apps and the
+rootfs for the progress). Before the first event: the drive seen by udev and mounted (until
+the Media entry says "mounted") and the bundle found and checked (until "verifying"); after
+the last: the State on the bus. staging-apps is split by its Progress messages: verifying
+on the drive until the first "copied app ..." (so with the first blob's copy), then
+copying; the images load into dockerd during pulling. During the install the CPU time of
+aklited's own process (its Python and its threads), of its child processes (ostree, mount,
+``docker compose config``; those still running are read live, the others from the daemon's
 ``cutime``) and of dockerd (image loads run there) is sampled every 0.2 s and split over
 the steps: CPU well under a step's wall time means the step waits (on the drive, on
 fsync, on another process). The drive's own counters tell how many bytes the install read
 from it, against the bundle's size.
 
-Run as root: .venv/bin/python bench/whole_install.py [--quick] [--rows FILE]
+Run as root: .venv/bin/python bench/whole_install.py [--quick] [--kind TITLE] [--rows FILE]
 (beside other udev or loop-device users: under ``flock /tmp/aklited-udev.lock``)
 """
 
@@ -59,8 +67,8 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -94,13 +102,14 @@ STEP_NAMES = {"awaiting-reboot": "State on the bus"}
 SEEN = "drive seen + mounted"
 FOUND = "bundle found + checked"
 # staging-apps is one journal step; its Progress messages (aklited.apps.localstore says
-# "copied app <name> blobs" after each blob) split it into verifying, copying and loading.
+# "copied app <name> blobs" after each blob) split it into verifying and copying. The images
+# then load into dockerd while the rootfs is pulled (the pulling event says "loading").
 COPIED = "copied app "
 STAGING_PARTS = (
     "staging-apps: verifying on the drive",
     "staging-apps: copying to the store",
-    "staging-apps: loading into dockerd",
 )
+PULLING_WHILE_LOADING = "pulling + loading images into dockerd"
 
 
 @dataclass(frozen=True)
@@ -119,11 +128,24 @@ class Kind:
     apps: bool
     full: Sizes
     quick: Sizes
+    # The drive's read speed in MB/s; None: as fast as the disk image under it reads.
+    drive_mb_s: float | None = None
+
+    @property
+    def title(self) -> str:
+        if self.drive_mb_s is None:
+            return self.name
+        return f"{self.name}, drive read at {self.drive_mb_s:.0f} MB/s"
 
 
 KINDS = (
     Kind("rootfs-only", apps=False, full=Sizes(280), quick=Sizes(80)),
     Kind("rootfs+apps", apps=True, full=Sizes(150, 150), quick=Sizes(40, 40)),
+    # A USB 2.0 stick, and a modest USB 3 one: what a device in the field reads from.
+    Kind("rootfs-only", apps=False, full=Sizes(280), quick=Sizes(40), drive_mb_s=40),
+    Kind("rootfs+apps", apps=True, full=Sizes(150, 150), quick=Sizes(20, 20), drive_mb_s=40),
+    Kind("rootfs-only", apps=False, full=Sizes(280), quick=Sizes(40), drive_mb_s=100),
+    Kind("rootfs+apps", apps=True, full=Sizes(150, 150), quick=Sizes(20, 20), drive_mb_s=100),
 )
 
 
@@ -192,6 +214,66 @@ def live_descendants_cpu(pid: int) -> float:
         total += sum(cpu[child] for child in below)
         frontier += below
     return total * TICK_S
+
+
+# ---- a drive at USB speed -------------------------------------------------------------------
+
+BLKIO = Path("/sys/fs/cgroup/blkio")
+READ_BPS = "blkio.throttle.read_bps_device"
+
+
+@contextmanager
+def drives_read_at(mb_s: float | None) -> Iterator[None]:
+    """From now on this process and every process it starts (udevd, the daemon, ostree, dd)
+    read each loop device at ``mb_s`` at most: the read throttle of a blkio (v1) cgroup.
+    Writes and every other disk are left alone. None: no limit."""
+    if mb_s is None:
+        yield
+        return
+    if not (BLKIO / READ_BPS).exists():
+        raise SystemExit("a drive at USB speed needs the blkio cgroup controller (v1)")
+    group = BLKIO / f"aklited-bench-{os.getpid()}"
+    group.mkdir()
+    try:
+        for device in sorted(Path("/sys/block").glob("loop*")):
+            rule = f"{(device / 'dev').read_text().strip()} {int(mb_s * MB)}"
+            (group / READ_BPS).write_text(rule)
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+        try:
+            yield
+        finally:
+            (BLKIO / "cgroup.procs").write_text(str(os.getpid()))
+    finally:
+        _remove_group(group)
+
+
+def _remove_group(group: Path) -> None:
+    # The world's processes are gone by now, but the kernel may not have reaped them yet.
+    for _ in range(50):
+        try:
+            group.rmdir()
+        except OSError:
+            time.sleep(0.1)
+        else:
+            return
+    print(f"warning: {group} still has members; left in place", flush=True)
+
+
+def check_read_speed(device: str) -> None:
+    """Refuse to measure a drive that reads faster than the run says (a loop device made
+    after :func:`drives_read_at` set its rules has none)."""
+    line = next(
+        (entry for entry in Path("/proc/self/cgroup").read_text().splitlines()
+         if entry.split(":")[1] == "blkio"),
+        "",
+    )  # fmt: skip
+    group = BLKIO / line.rpartition(":")[2].lstrip("/")
+    if group == BLKIO:
+        return
+    numbers = Path(f"/sys/block/{Path(device).name}/dev").read_text().strip()
+    rules = (group / READ_BPS).read_text().split()
+    if numbers not in rules[0::2]:
+        raise RuntimeError(f"{device} ({numbers}) has no read limit in {group}")
 
 
 # ---- the daemon's signals -------------------------------------------------------------------
@@ -306,6 +388,7 @@ async def read_bundle(w: World, image: Path, mountpoint: Path) -> Reading:
     assert w.drives is not None
     device = await asyncio.to_thread(w.drives.attach, image)
     try:
+        check_read_speed(device)
         # udev's probe reads the drive too: done before the clock starts.
         await asyncio.to_thread(settle)
         await asyncio.to_thread(mountpoint.mkdir, exist_ok=True)
@@ -398,6 +481,7 @@ async def _plug_in(
         t0, wall0 = time.perf_counter(), time.time()
         device = await asyncio.to_thread(w.drives.attach, image)
         plugged.append(device)
+        check_read_speed(device)
         attached = sectors_read(device)
         done = await watch.first(
             lambda c: awaiting_reboot(c) or drive_is(device, safe_to_remove=True)(c),
@@ -446,6 +530,8 @@ def steps_of(timeline: Timeline, events: Sequence[Event]) -> list[Step]:
     for event in ours[start : end + 1]:
         if event.state == "staging-apps":
             marks += staging_marks(perf(event), timeline.progress)
+        elif event.state == "pulling" and event.detail.get("loading"):
+            marks.append((PULLING_WHILE_LOADING, perf(event)))
         else:
             marks.append((STEP_NAMES.get(event.state, event.state), perf(event)))
     marks.append(("", timeline.done))
@@ -466,15 +552,11 @@ def steps_of(timeline: Timeline, events: Sequence[Event]) -> list[Step]:
 
 def staging_marks(begin: float, progress: Sequence[tuple[float, str]]) -> list[tuple[str, float]]:
     """staging-apps in its parts, as its Progress messages mark them: the apps are verified
-    on the drive, then copied blob by blob ("copied app ..." after each), then loaded."""
+    on the drive, then copied blob by blob ("copied app ..." after each)."""
     copied = [at for at, message in progress if at >= begin and message.startswith(COPIED)]
     if not copied:
         return [("staging-apps", begin)]
-    return [
-        (STAGING_PARTS[0], begin),
-        (STAGING_PARTS[1], copied[0]),
-        (STAGING_PARTS[2], copied[-1]),
-    ]
+    return [(STAGING_PARTS[0], begin), (STAGING_PARTS[1], copied[0])]
 
 
 # ---- one device kind ------------------------------------------------------------------------
@@ -505,32 +587,37 @@ async def publish(w: World, version: int, sizes: Sizes) -> tuple[Release, list[B
 
 
 async def bench_kind(work: Path, kind: Kind, sizes: Sizes, runs: int) -> KindResult:
-    root = work / kind.name.replace("+", "-")
+    # Short: dockerd's socket paths under it have a length limit.
+    speed = f"-{kind.drive_mb_s:.0f}" if kind.drive_mb_s is not None else ""
+    root = work / f"{kind.name.replace('+', '-')}{speed}"
     result = KindResult(kind, sizes)
     # Archive objects and gzip layers of random bytes are no smaller than the files.
     drive_mib = sizes.total_mib * 5 // 4 + 64
     try:
-        async with simulated_world(root, apps=kind.apps, settings=SETTINGS) as w:
-            watch = await StatusWatch.connect(w.bus_address)
-            try:
-                for index in range(runs):
-                    version = index + 2
-                    print(
-                        f"  {kind.name} run {index + 1}/{runs}: publishing v{version}", flush=True
-                    )
-                    release, layers = await publish(w, version, sizes)
-                    image = await w.write_drive(
-                        root / f"v{version}.img", [release], size_mib=drive_mib
-                    )
-                    for layer in layers:
-                        w.factory.forget_layer(layer)
-                    await one_run(w, watch, result, image, index)
-                    await asyncio.to_thread(image.unlink)
-            finally:
-                await watch.close()
+        with drives_read_at(kind.drive_mb_s):
+            await _bench_world(root, kind, result, runs, drive_mib)
     finally:
         await remove_tree(root)
     return result
+
+
+async def _bench_world(
+    root: Path, kind: Kind, result: KindResult, runs: int, drive_mib: int
+) -> None:
+    async with simulated_world(root, apps=kind.apps, settings=SETTINGS) as w:
+        watch = await StatusWatch.connect(w.bus_address)
+        try:
+            for index in range(runs):
+                version = index + 2
+                print(f"  {kind.title} run {index + 1}/{runs}: publishing v{version}", flush=True)
+                release, layers = await publish(w, version, result.sizes)
+                image = await w.write_drive(root / f"v{version}.img", [release], size_mib=drive_mib)
+                for layer in layers:
+                    w.factory.forget_layer(layer)
+                await one_run(w, watch, result, image, index)
+                await asyncio.to_thread(image.unlink)
+        finally:
+            await watch.close()
 
 
 async def one_run(
@@ -644,7 +731,7 @@ def row_of(result: KindResult, summary: str) -> Row:
         extra["dockerd CPU s"] = median([sum(s.dockerd for s in d.steps) for d in result.installs])
     return Row(
         bench="whole_install",
-        figure=f"whole install via the daemon, {result.kind.name} ({bundle / MB:.0f} MB bundle)",
+        figure=f"whole install via the daemon, {result.kind.title} ({bundle / MB:.0f} MB bundle)",
         unit="s",
         aklited=[d.seconds for d in result.installs],
         baseline_name=BASELINE,
@@ -656,7 +743,7 @@ def row_of(result: KindResult, summary: str) -> Row:
     )
 
 
-async def main(*, quick: bool, rows_path: Path | None) -> None:
+async def main(*, quick: bool, rows_path: Path | None, kinds: Sequence[Kind]) -> None:
     configure_logging(target="console", level=logging.WARNING)
     # Interrupted, the run still takes its drives, daemons and directories down with it.
     task = asyncio.current_task()
@@ -667,16 +754,16 @@ async def main(*, quick: bool, rows_path: Path | None) -> None:
     work = Path(tempfile.mkdtemp(prefix="aklited-bench-whole-"))
     results = []
     try:
-        for kind in KINDS:
+        for kind in kinds:
             sizes = kind.quick if quick else kind.full
-            print(f"{kind.name}: {sizes.total_mib} MiB of payload, {runs} runs", flush=True)
+            print(f"{kind.title}: {sizes.total_mib} MiB of payload, {runs} runs", flush=True)
             results.append(await bench_kind(work, kind, sizes, runs))
     finally:
         await remove_tree(work)
     rows = []
     for result in results:
         table, summary = breakdown(result)
-        print(f"\n{result.kind.name}: where the time goes (medians of {runs} runs)\n")
+        print(f"\n{result.kind.title}: where the time goes (medians of {runs} runs)\n")
         print(table)
         rows.append(row_of(result, summary))
     print()
@@ -686,8 +773,13 @@ async def main(*, quick: bool, rows_path: Path | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller bundles, 2 runs per kind")
+    titles = [kind.title for kind in KINDS]
+    parser.add_argument(
+        "--kind", action="append", choices=titles, help="only this device and drive (repeatable)"
+    )
     add_rows_option(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (loop devices, page cache drops, dockerd)")
-    asyncio.run(main(quick=args.quick, rows_path=args.rows))
+    chosen = [kind for kind in KINDS if not args.kind or kind.title in args.kind]
+    asyncio.run(main(quick=args.quick, rows_path=args.rows, kinds=chosen))
