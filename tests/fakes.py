@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,8 +53,8 @@ ROOTFS_AND_APPS_INSTALL = [
     Phase.VERIFYING,
     Phase.STARTED,
     Phase.STOPPING_AKLITE,
-    Phase.PULLING,
     Phase.STAGING_APPS,
+    Phase.PULLING,
     Phase.DEPLOYING,
     Phase.AWAITING_REBOOT,
 ]
@@ -75,14 +75,17 @@ Op = Literal[
     "rootfs.booted_commit",
     "rootfs.pending_commit",
     "rootfs.has_commit",
+    "rootfs.pull_size",
     "rootfs.pull",
+    "rootfs.pull.copying",
     "rootfs.deploy",
     "rootfs.deploy.after",
     "rootfs.prune",
     "rootfs.verify_content",
     "apps.ready",
     "apps.stage_size",
-    "apps.stage",
+    "apps.copy",
+    "apps.load",
     "apps.start",
     "apps.in_place",
     "apps.retire",
@@ -263,6 +266,9 @@ class FakeRootfs:
         self.deployed: list[str] = []
         self.prunes = 0
 
+    def kept_readings(self) -> AbstractContextManager[None]:
+        return nullcontext()  # every answer is read from memory
+
     async def booted_commit(self) -> str | None:
         await self._faults.enter("rootfs.booted_commit")
         return self.booted
@@ -275,14 +281,26 @@ class FakeRootfs:
         await self._faults.enter("rootfs.has_commit")
         return commit in self.commits
 
+    async def pull_size(self, *, source_repo: Path, commit: str) -> int:
+        await self._faults.enter("rootfs.pull_size")
+        return 0 if commit in self.commits else self.sizes.get(commit, DEFAULT_COMMIT_BYTES)
+
     async def pull(
-        self, *, source_repo: Path, commit: str, on_progress: ByteProgress | None = None
+        self,
+        *,
+        source_repo: Path,
+        commit: str,
+        on_progress: ByteProgress | None = None,
+        on_space_checked: Callable[[], None] | None = None,
     ) -> object:
-        await self._faults.enter("rootfs.pull")
+        await self._faults.enter("rootfs.pull")  # the walk and the space check
+        if on_space_checked is not None:
+            on_space_checked()
         if commit in self.commits:  # as ostree: nothing to copy
             if on_progress is not None:
                 on_progress(1, 1, f"commit {commit} already present")
             return None
+        await self._faults.enter("rootfs.pull.copying")
         total = self.sizes.get(commit, DEFAULT_COMMIT_BYTES)
         for step in range(PROGRESS_STEPS + 1):
             if on_progress is not None:
@@ -332,6 +350,7 @@ class FakeApps:
         self.blobs: dict[str, int] = {}  # blobs a deep check of the app hashes, by URI
         self.failing: set[str] = set()  # URIs whose containers exit at once
         self.started: list[dict[str, str]] = []
+        self.loaded: list[dict[str, str]] = []  # the images loaded into the engine, by call
         self.retired: list[dict[str, str]] = []
 
     def _bytes(self, apps: Mapping[str, str]) -> int:
@@ -344,15 +363,24 @@ class FakeApps:
         await self._faults.enter("apps.stage_size")
         return self._bytes(apps)
 
-    async def stage(
+    async def copy(
         self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
     ) -> None:
-        await self._faults.enter("apps.stage")
+        await self._faults.enter("apps.copy")
         total = self._bytes(apps)
         for step in range(PROGRESS_STEPS + 1):
             if progress is not None:
-                progress(total * step // PROGRESS_STEPS, total, f"loading {len(apps)} apps")
+                progress(total * step // PROGRESS_STEPS, total, f"copying {len(apps)} apps")
         self.store |= set(apps.values())
+
+    async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
+        await self._faults.enter("apps.load")
+        if missing := sorted(name for name, uri in apps.items() if uri not in self.store):
+            raise AppsContentMissingError(f"apps not in the device store: {', '.join(missing)}")
+        total = self._bytes(apps)
+        if progress is not None:
+            progress(total, total, f"loaded {len(apps)} apps")
+        self.loaded.append(dict(apps))
 
     async def start(self, apps: Mapping[str, str]) -> None:
         await self._faults.enter("apps.start")

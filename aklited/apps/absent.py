@@ -18,9 +18,12 @@ class NoApps:
     async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
         return 0
 
-    async def stage(
+    async def copy(
         self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
     ) -> None:
+        return None
+
+    async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
         return None
 
     async def ready(self) -> None:

@@ -14,6 +14,9 @@ from aklited.errors import AppsError
 
 log = structlog.get_logger(__name__)
 
+# A target's apps (name -> uri), as a key.
+_Apps = tuple[tuple[str, str], ...]
+
 
 class ComposeAppsPort:
     """AppsPort over :class:`~aklited.apps.adapter.ComposeApps`."""
@@ -21,19 +24,20 @@ class ComposeAppsPort:
     def __init__(self, apps: ComposeApps) -> None:
         self._apps = apps
         # The apps of the install under way, as read from its drive by stage_size(), for
-        # stage() to use: reading them runs `docker compose config` once per app.
-        self._read: tuple[tuple[Path, tuple[tuple[str, str], ...]], tuple[App, ...]] | None = None
+        # copy() to use: reading them runs `docker compose config` once per app.
+        self._read: tuple[Path, _Apps, tuple[App, ...]] | None = None
+        # The apps copy() has just put in the device store, hashed, for load() to stream.
+        self._copied: tuple[_Apps, tuple[App, ...]] | None = None
 
     async def _read_quick(self, src_store: Path, apps: Mapping[str, str]) -> tuple[App, ...]:
-        key = (src_store, tuple(sorted(apps.items())))
-        if self._read is not None and self._read[0] == key:
-            return self._read[1]
+        if self._read is not None and self._read[:2] == (src_store, _key(apps)):
+            return self._read[2]
         verified = await self._apps.verify(src_store, apps, quick=True)
-        self._read = (key, verified)
+        self._read = (src_store, _key(apps), verified)
         return verified
 
     async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
-        # Only weighs the progress: whatever is wrong with the apps, stage() finds and says
+        # Only weighs the progress: whatever is wrong with the apps, copy() finds and says
         # it with the whole verification behind it.
         self._read = None  # an install that failed before its stage left its read here
         try:
@@ -42,12 +46,12 @@ class ComposeAppsPort:
             log.info("app sizes unknown before staging", error=str(e))
             return 0
 
-    async def stage(
+    async def copy(
         self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
     ) -> None:
         # Each byte off the drive is read and hashed once: the metadata here, every large
-        # blob as fetch() copies it (a blob becomes usable in the store only once it matched);
-        # the load then streams the store's blobs without hashing them a third time.
+        # blob as fetch() copies it (a blob becomes usable in the store only once it matched).
+        self._copied = None
         try:
             verified = await self._read_quick(src_store, apps)
         finally:
@@ -60,7 +64,19 @@ class ComposeAppsPort:
                 progress(total - needed + done, total, message)
 
         await self._apps.fetch(src_store, verified, progress=copied)
-        await self._apps.load(verified, rehash=False)
+        self._copied = (_key(apps), verified)
+
+    async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
+        copied, self._copied = self._copied, None
+        if copied is not None and copied[0] == _key(apps):
+            # Hashed as copy() put them in the store a moment ago: streamed as they are.
+            verified, rehash = copied[1], False
+        else:
+            verified, rehash = await self._apps.verify_local(apps), True
+        total = _blob_bytes(verified)
+        if progress is not None:
+            progress(total, total, f"loading the images of {len(verified)} apps")
+        await self._apps.load(verified, rehash=rehash)
         if progress is not None:
             progress(total, total, f"loaded the images of {len(verified)} apps")
 
@@ -110,6 +126,10 @@ class ComposeAppsPort:
             name: "running" if status.running else "not running"
             for name, status in statuses.items()
         }
+
+
+def _key(apps: Mapping[str, str]) -> _Apps:
+    return tuple(sorted(apps.items()))
 
 
 def _blob_bytes(apps: Sequence[App]) -> int:

@@ -99,6 +99,18 @@ def _reraise(err: AkliteError, original: BaseException) -> NoReturn:
     raise err from original
 
 
+async def _side_by_side(*tasks: asyncio.Future[T]) -> list[T]:
+    """Await ``tasks`` running side by side; the first failure (or a cancellation of the
+    caller) cancels the others, waits for them to end, and is raised."""
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def _target(record: InstallRecord) -> Target:
     tag = record.custom.get("aklited-tag")
     return Target(
@@ -138,10 +150,10 @@ def _guard(record: InstallRecord | None) -> GuardTarget | None:
 class _Progress:
     """One overall percentage over the steps that copy, weighted by their bytes."""
 
-    def __init__(self, observer: EngineObserver, *, apps_bytes: int) -> None:
+    def __init__(self, observer: EngineObserver, *, apps_bytes: int, rootfs_bytes: int) -> None:
         self._observer = observer
         self._apps_total = apps_bytes
-        self._rootfs = (0, 0)
+        self._rootfs = (0, rootfs_bytes)  # (done, total): the pull reports its own total
         self._apps_done = 0
         self._last: tuple[int, str] = (0, "")
 
@@ -211,8 +223,11 @@ class Engine:
             raise BusyError("an update is already running")
         self._busy = True
         try:
+            # Under the update lock nothing but this call changes the deployments: one
+            # reading of them serves the whole call.
             async with self._lock.hold():
-                yield
+                with self._rootfs.kept_readings():
+                    yield
         finally:
             self._busy = False
             self._journalled.clear()
@@ -640,10 +655,13 @@ class Engine:
         self, install: InstallRecord, target: Target, src_dir: Path, *, rootfs_changes: bool
     ) -> Outcome:
         await self._stop_aklite(install)
-        apps_bytes = (
-            await self._apps.stage_size(src_dir / "apps", target.apps) if target.apps else 0
+        # Both sizes before either copy starts: the progress weighs every step from the first.
+        # Taken side by side: one waits on `docker compose config`, the other on the drive.
+        apps_bytes, rootfs_bytes = await _side_by_side(
+            asyncio.ensure_future(self._apps_size(target, src_dir)),
+            asyncio.ensure_future(self._pull_size(target, src_dir, rootfs_changes)),
         )
-        progress = _Progress(self._observer, apps_bytes=apps_bytes)
+        progress = _Progress(self._observer, apps_bytes=apps_bytes, rootfs_bytes=rootfs_bytes)
         if not rootfs_changes:
             return await self._stage_apps_only(install, target, src_dir, progress)
         # A shutdown half-way through the copy or the deployment would cost the update.
@@ -653,26 +671,42 @@ class Engine:
     async def _stage_apps_only(
         self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
     ) -> Outcome:
-        await self._stage(install, target, src_dir, progress)
+        await self._step(
+            install,
+            Phase.STAGING_APPS,
+            lambda: self._copy_then_load(target, src_dir, progress),
+            apps=sorted(target.apps),
+        )
         await self._record(install.id, Phase.AWAITING_DOCKER_RESTART)
         return Outcome(
             StatusCode.NEEDS_DOCKER_RESTART, f"apps of {target.name} are staged", target.name
         )
 
+    async def _copy_then_load(self, target: Target, src_dir: Path, progress: _Progress) -> None:
+        await self._apps.copy(src_dir / "apps", target.apps, progress=progress.apps)
+        await self._apps.load(target.apps, progress=progress.apps)
+
     async def _copy_and_deploy(
         self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
     ) -> Outcome:
-        await self._step(
-            install,
-            Phase.PULLING,
-            lambda: self._rootfs.pull(
-                source_repo=src_dir / "ostree_repo",
+        # The apps first, so their images load into dockerd while the rootfs is pulled: the
+        # drive is read from start to end without a pause, and the load's work (dockerd's
+        # CPU, the device's store) hides behind the pull's.
+        if target.apps:
+            await self._step(
+                install,
+                Phase.STAGING_APPS,
+                lambda: self._apps.copy(src_dir / "apps", target.apps, progress=progress.apps),
+                apps=sorted(target.apps),
+            )
+            await self._pull_while_loading(install, target, src_dir, progress)
+        else:
+            await self._step(
+                install,
+                Phase.PULLING,
+                lambda: self._pull(target, src_dir, progress),
                 commit=target.ostree_commit,
-                on_progress=progress.rootfs,
-            ),
-            commit=target.ostree_commit,
-        )
-        await self._stage(install, target, src_dir, progress)
+            )
         await self._step(
             install,
             Phase.DEPLOYING,
@@ -682,16 +716,81 @@ class Engine:
         await self._record(install.id, Phase.AWAITING_REBOOT)
         return Outcome(StatusCode.NEEDS_REBOOT, f"{target.name} is deployed", target.name)
 
-    async def _stage(
+    async def _apps_size(self, target: Target, src_dir: Path) -> int:
+        if not target.apps:
+            return 0
+        return await self._apps.stage_size(src_dir / "apps", target.apps)
+
+    async def _pull_size(self, target: Target, src_dir: Path, rootfs_changes: bool) -> int:
+        # Only weighs the progress: whatever is wrong with the rootfs, the pull finds and
+        # says it, journalled as its step.
+        if not rootfs_changes:
+            return 0
+        try:
+            return await self._rootfs.pull_size(
+                source_repo=src_dir / "ostree_repo", commit=target.ostree_commit
+            )
+        except RootfsError as e:
+            log.info("rootfs size unknown before the pull", error=str(e))
+            return 0
+
+    async def _pull(
+        self,
+        target: Target,
+        src_dir: Path,
+        progress: _Progress,
+        on_space_checked: Callable[[], None] | None = None,
+    ) -> None:
+        await self._rootfs.pull(
+            source_repo=src_dir / "ostree_repo",
+            commit=target.ostree_commit,
+            on_progress=progress.rootfs,
+            on_space_checked=on_space_checked,
+        )
+
+    async def _pull_while_loading(
         self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
     ) -> None:
-        if target.apps:
-            await self._step(
-                install,
-                Phase.STAGING_APPS,
-                lambda: self._apps.stage(src_dir / "apps", target.apps, progress=progress.apps),
-                apps=sorted(target.apps),
+        """Pull the rootfs and, once the pull's space check passed, load the apps' images.
+
+        The load waits for that check so the check weighs the space free before either of
+        them writes. Whichever fails first stops the other and is journalled under its own
+        step (``pulling-failed`` or ``staging-apps-failed``).
+        """
+        await self._record(
+            install.id, Phase.PULLING, commit=target.ostree_commit, loading=sorted(target.apps)
+        )
+        space_checked = asyncio.Event()
+        pulling = asyncio.create_task(self._pull(target, src_dir, progress, space_checked.set))
+
+        async def load_once_space_checked() -> None:
+            checked = asyncio.create_task(space_checked.wait())
+            try:
+                await asyncio.wait({checked, pulling}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                checked.cancel()
+            if space_checked.is_set():
+                await self._apps.load(target.apps, progress=progress.apps)
+            # else: the pull ended before its check passed; its own outcome is the install's
+
+        loading = asyncio.create_task(load_once_space_checked())
+        steps = {pulling: Phase.PULLING, loading: Phase.STAGING_APPS}
+        try:
+            await _side_by_side(pulling, loading)
+        except BaseException as e:
+            if not isinstance(e, Exception | asyncio.CancelledError):
+                raise  # not a failure to settle (KeyboardInterrupt, a test's simulated kill)
+            failed = next(
+                (
+                    phase
+                    for task, phase in steps.items()
+                    if not task.cancelled() and task.exception() is e
+                ),
+                Phase.PULLING,  # cancelled from outside: the step the journal shows
             )
+            err = _expected(e)
+            await self._cleanup(partial(self._journal_failure, install.id, failed, e, err), e)
+            _reraise(err, e)
 
     async def _deploy(self, commit: str) -> None:
         await self._rootfs.deploy(commit=commit)

@@ -9,7 +9,7 @@ drive the very same engine code.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +44,12 @@ class TrustPort(Protocol):
 
 
 class RootfsPort(Protocol):
+    def kept_readings(self) -> AbstractContextManager[None]:
+        """Within it, the port keeps what it read (the deployments, until it changes them
+        itself; the walk behind :meth:`pull_size`, for the pull): one engine call holding
+        the update lock."""
+        ...
+
     async def booted_commit(self) -> str | None:
         """The commit of the deployment the device booted, from the kernel command line."""
         ...
@@ -54,10 +60,26 @@ class RootfsPort(Protocol):
 
     async def has_commit(self, commit: str) -> bool: ...
 
+    async def pull_size(self, *, source_repo: Path, commit: str) -> int:
+        """The bytes :meth:`pull` copies (for the overall progress; 0 when it copies none).
+
+        The walk behind it checks what the pull reads; the pull reuses it.
+        """
+        ...
+
     async def pull(
-        self, *, source_repo: Path, commit: str, on_progress: ByteProgress | None = None
+        self,
+        *,
+        source_repo: Path,
+        commit: str,
+        on_progress: ByteProgress | None = None,
+        on_space_checked: Callable[[], None] | None = None,
     ) -> object:
-        """Copy ``commit`` from the bundle's repo (60 no space, 50 copy, 70 mismatch)."""
+        """Copy ``commit`` from the bundle's repo (60 no space, 50 copy, 70 mismatch).
+
+        ``on_space_checked`` is called once the space check passed, before the copy writes
+        (or once the commit turns out to be there already, when there is nothing to write).
+        """
         ...
 
     async def deploy(self, *, commit: str) -> object:
@@ -75,13 +97,19 @@ class RootfsPort(Protocol):
 
 class AppsPort(Protocol):
     async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
-        """The bytes :meth:`stage` copies (for the overall progress)."""
+        """The bytes :meth:`copy` copies (for the overall progress)."""
         ...
 
-    async def stage(
+    async def copy(
         self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
     ) -> None:
-        """Verify the apps in the bundle, copy them into the device store, load their images."""
+        """Verify the apps in the bundle and copy them into the device store, every blob
+        hashed as it is copied (60 no space, 50 copy, 70 mismatch, 8 missing)."""
+        ...
+
+    async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
+        """Load the images of apps in the device store into the engine (80 refused); apps
+        :meth:`copy` has just copied are not hashed again."""
         ...
 
     async def ready(self) -> None:

@@ -22,8 +22,10 @@ Typical use by the engine::
 from __future__ import annotations
 
 import asyncio
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -120,6 +122,12 @@ class OstreeSysroot:
         self.running_root = running_root
         self.verify_objects = verify_objects
         self.ostree_bin = ostree_bin
+        # The last walk of a bundle's commit, for the pull after it.
+        self._walked: tuple[_WalkKey, ostree_space.TreeListing] | None = None
+        # kept_readings(): how deep, the reading kept, and the changes made so far.
+        self._keeping = 0
+        self._kept: SysrootStatus | None = None
+        self._generation = 0
 
     @property
     def repo(self) -> Path:
@@ -151,6 +159,33 @@ class OstreeSysroot:
                 f"no OSTree sysroot at {self.sysroot}: {self.repo}/config is missing"
             )
 
+    @contextmanager
+    def kept_readings(self) -> Iterator[None]:
+        """Within it, what this object read is kept for later calls: the deployments, read
+        once by :meth:`status` until this object changes them (deploy, undeploy), and the
+        walk of a bundle's commit by :meth:`pull_size`, for the :meth:`pull` after it.
+
+        For one engine call holding the update lock, so that nothing else changes the
+        deployments meanwhile: an install asks for the booted commit more than once, and
+        each ``ostree admin status`` costs tens of milliseconds. Outside it every call
+        reads afresh (the booted deployment changes with a boot, simulated ones included;
+        a drive plugged in later may hold anything at the same path).
+        """
+        self._keeping += 1
+        try:
+            yield
+        finally:
+            self._keeping -= 1
+            if not self._keeping:
+                self._kept = None
+                self._walked = None
+
+    def _changing(self) -> None:
+        """Called before and after every change of the deployments: a kept reading is
+        stale, and so is one taken while the change was under way."""
+        self._kept = None
+        self._generation += 1
+
     async def status(self) -> SysrootStatus:
         """Read the deployments and which one is booted, pending and the rollback.
 
@@ -158,6 +193,13 @@ class OstreeSysroot:
             RootfsSysrootError: no sysroot, or ``ostree admin status`` failed or printed
                 something unexpected.
         """
+        if self._kept is not None:
+            return self._kept
+        return await self._read_status()
+
+    async def _read_status(self) -> SysrootStatus:
+        """:meth:`status`, read afresh (kept for later calls within :meth:`kept_readings`)."""
+        generation = self._generation
         await self._require_sysroot()
         text = await self._ostree(
             ["admin", "status", f"--sysroot={self.sysroot}"],
@@ -171,7 +213,10 @@ class OstreeSysroot:
         booted, kargs = await asyncio.to_thread(self._read_boot_state, deployments)
         marked = ostree_status.mark_deployments(deployments, osname=self.osname, booted=booted)
         with_kargs = tuple(replace(d, kernel_args=kargs.get(d.name, ())) for d in marked)
-        return SysrootStatus(osname=self.osname, deployments=with_kargs)
+        status = SysrootStatus(osname=self.osname, deployments=with_kargs)
+        if self._keeping and generation == self._generation:
+            self._kept = status
+        return status
 
     def _read_boot_state(
         self, deployments: list[Deployment]
@@ -240,6 +285,9 @@ class OstreeSysroot:
     async def estimate_space(self, *, source_repo: Path, commit: str) -> SpaceEstimate:
         """Estimate what pulling and deploying ``commit`` from ``source_repo`` needs.
 
+        Within :meth:`kept_readings` the walk behind it is kept for the next :meth:`pull`
+        of that commit from that repo (free space is read again then).
+
         Raises:
             RootfsCopyError: 50 when the bundle repo lacks an object of the commit or the
                 drive cannot be read.
@@ -247,8 +295,30 @@ class OstreeSysroot:
         """
         _check_commit_name(commit)
         await self._require_sysroot()
+        self._walked = None
         listing = await _checked_listing(source_repo, commit, self.repo)
+        if self._keeping:
+            self._walked = (await _walk_key(source_repo, commit), listing)
         return await asyncio.to_thread(ostree_space.estimate, self.repo, listing)
+
+    async def pull_size(self, *, source_repo: Path, commit: str) -> int:
+        """The content bytes a :meth:`pull` of ``commit`` copies; 0 when it is present.
+
+        Raises what :meth:`estimate_space` raises.
+        """
+        self._walked = None
+        if await self.has_commit(commit):
+            return 0
+        return (await self.estimate_space(source_repo=source_repo, commit=commit)).missing_bytes
+
+    async def _space_needed(self, source_repo: Path, commit: str) -> SpaceEstimate:
+        """The estimate for a pull: over the walk :meth:`estimate_space` kept, if it walked
+        this commit of this very repo in this engine call, with the free space as it is
+        now."""
+        walked, self._walked = self._walked, None
+        if walked is None or walked[0] != await _walk_key(source_repo, commit):
+            return await self.estimate_space(source_repo=source_repo, commit=commit)
+        return await asyncio.to_thread(ostree_space.estimate, self.repo, walked[1])
 
     async def pull(
         self,
@@ -256,6 +326,7 @@ class OstreeSysroot:
         source_repo: Path,
         commit: str,
         on_progress: ProgressCallback | None = None,
+        on_space_checked: Callable[[], None] | None = None,
     ) -> PullResult:
         """Copy ``commit`` from a bundle's OSTree repo into the sysroot repo.
 
@@ -267,6 +338,8 @@ class OstreeSysroot:
             commit: the sha256 TUF named for the target.
             on_progress: called with (bytes done, bytes to copy, ostree's message): the
                 content bytes the commit lacks, spread over the objects ostree reports.
+            on_space_checked: called once the space check passed, before ostree writes
+                (or once the commit is found present: nothing will be written).
 
         Raises:
             RootfsCopyError: 50 the bundle repo lacks the commit or objects, or the copy
@@ -279,12 +352,14 @@ class OstreeSysroot:
         if await self.has_commit(commit):
             await self._verify_commit(self.repo, commit, where="the sysroot repo", load=True)
             log.info("ostree pull skipped: commit present", commit=commit)
+            if on_space_checked is not None:
+                on_space_checked()
             if on_progress is not None:  # nothing to copy: no bytes to weigh
                 on_progress(0, 0, f"commit {commit} already present")
             return PullResult(commit=commit, pulled=False)
         # The walk behind the estimate is also the gate: it checks every object ostree will
         # read from the drive (and hashes the commit and the tree) before ostree sees it.
-        estimate = await self.estimate_space(source_repo=source_repo, commit=commit)
+        estimate = await self._space_needed(source_repo, commit)
         log.info(
             "ostree space check",
             commit=commit,
@@ -299,6 +374,8 @@ class OstreeSysroot:
                 f"{_mib(estimate.reserved_bytes)} free, only {_mib(estimate.free_bytes)} "
                 "available; free space on the device and retry"
             )
+        if on_space_checked is not None:
+            on_space_checked()
         progress = PullProgress(
             _in_bytes(on_progress, estimate.missing_bytes), total=estimate.missing_objects
         )
@@ -372,12 +449,16 @@ class OstreeSysroot:
         args = ["admin", "deploy", f"--sysroot={self.sysroot}", f"--os={self.osname}"]
         if retain:
             args.append("--retain")
-        await self._ostree(
-            [*args, commit],
-            error=RootfsSysrootError,
-            what=f"deploying commit {commit} in {self.sysroot}",
-        )
-        after = await self.status()
+        self._changing()
+        try:
+            await self._ostree(
+                [*args, commit],
+                error=RootfsSysrootError,
+                what=f"deploying commit {commit} in {self.sysroot}",
+            )
+        finally:
+            self._changing()
+        after = await self._read_status()
         new = after.default
         if new is None or new.checksum != commit:
             raise RootfsSysrootError(
@@ -391,7 +472,7 @@ class OstreeSysroot:
                 if d.osname == self.osname and d.name not in keep and not d.pinned
             ]
             await self._undeploy(extra)
-            new = (await self.status()).default
+            new = (await self._read_status()).default
             if new is None or new.checksum != commit:
                 raise RootfsSysrootError(
                     f"removing old deployments of {self.sysroot} lost the new one of {commit}"
@@ -435,7 +516,8 @@ class OstreeSysroot:
         Raises:
             RootfsSysrootError: 1 an undeploy or the repo prune failed.
         """
-        status = await self.status()
+        # Afresh: undeploy names deployments by their index, which must be the current one.
+        status = await self._read_status()
         extra: list[Deployment] = []
         if status.booted is None:
             log.warning("prune keeps all deployments: booted deployment unknown")
@@ -461,12 +543,28 @@ class OstreeSysroot:
     async def _undeploy(self, deployments: list[Deployment]) -> None:
         # Highest index first, so the indexes of the others do not move.
         for deployment in sorted(deployments, key=lambda d: d.index, reverse=True):
-            await self._ostree(
-                ["admin", "undeploy", f"--sysroot={self.sysroot}", str(deployment.index)],
-                error=RootfsSysrootError,
-                what=f"removing deployment {deployment.name} from {self.sysroot}",
-            )
+            self._changing()
+            try:
+                await self._ostree(
+                    ["admin", "undeploy", f"--sysroot={self.sysroot}", str(deployment.index)],
+                    error=RootfsSysrootError,
+                    what=f"removing deployment {deployment.name} from {self.sysroot}",
+                )
+            finally:
+                self._changing()
             log.info("ostree undeployed", deployment=deployment.name)
+
+
+# A walk is of one commit in one repo directory of one mounted filesystem.
+_WalkKey = tuple[str, str, int, int]
+
+
+async def _walk_key(source_repo: Path, commit: str) -> _WalkKey:
+    try:
+        st = await asyncio.to_thread(os.stat, source_repo)
+    except OSError as e:
+        raise RootfsCopyError(f"cannot read {source_repo}: {e.strerror}") from e
+    return str(source_repo), commit, st.st_dev, st.st_ino
 
 
 async def _checked_listing(

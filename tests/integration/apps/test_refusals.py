@@ -36,11 +36,12 @@ IMAGE_LOAD_FAILED = StatusCode.IMAGE_LOAD_FAILED
 
 
 async def _install(env: AppsEnv, app: BuiltApp) -> None:
-    """The engine's sequence for one app, through its port: stage (the drive's metadata
-    checked, every large blob hashed as it is copied, the images loaded), then start."""
+    """The engine's sequence for one app, through its port: copy (the drive's metadata
+    checked, every large blob hashed as it is copied), load the images, then start."""
     async with env.adapter() as apps:
         port = ComposeAppsPort(apps)
-        await port.stage(env.bundle, {app.name: app.uri})
+        await port.copy(env.bundle, {app.name: app.uri})
+        await port.load({app.name: app.uri})
         await port.start({app.name: app.uri})
 
 
@@ -237,6 +238,22 @@ async def test_a_blob_cut_short_in_the_local_store_stops_a_load_without_rehashin
         layer.write_bytes(layer.read_bytes()[:-1])
         with pytest.raises(AppsError) as err:
             await apps.load(verified, rehash=False)
+    assert err.value.code == VERIFICATION_FAILED
+    assert await image_tags(docker, env.factory) == set()
+
+
+async def test_a_load_of_apps_another_process_copied_hashes_them_again(
+    env: AppsEnv, docker: aiodocker.Docker
+) -> None:
+    # Only the apps this port has just copied (and hashed) are streamed as they are: apps
+    # copied by an earlier process (an install interrupted, say) are hashed as they load.
+    app = _simple_app(env)
+    target = {app.name: app.uri}
+    async with env.adapter() as apps:
+        await ComposeAppsPort(apps).copy(env.bundle, target)
+        _flip(blob_path(env.store, env.base_layer().descriptor.hex), offset=4096)
+        with pytest.raises(AppsError) as err:
+            await ComposeAppsPort(apps).load(target)
     assert err.value.code == VERIFICATION_FAILED
     assert await image_tags(docker, env.factory) == set()
 

@@ -59,12 +59,16 @@ class Device:
             **extra,
         }
 
-    def cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``aklite-offline`` with this device's configuration."""
+    def cli(
+        self, *args: str, crash_at: str | None = None, path: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``aklite-offline`` with this device's configuration (``path``: a directory
+        searched first for the programs it runs)."""
         entry = ["tests.helpers.crash_cli", crash_at] if crash_at else ["aklited.cli.offline"]
+        extra = {"PATH": f"{path}:{os.environ['PATH']}"} if path is not None else {}
         return subprocess.run(
             [sys.executable, "-m", *entry, "-c", str(self.config_dir), *args],
-            env=self.env(),
+            env=self.env(**extra),
             capture_output=True,
             text=True,
             timeout=600,

@@ -48,11 +48,11 @@ PORT_FAILURES = [
     ("rootfs.pull", RootfsCopyError("reading the drive: I/O error"), Phase.PULLING, 50),
     ("rootfs.pull", RootfsNoSpaceError("needs 900 MiB, 12 MiB free"), Phase.PULLING, 60),
     ("rootfs.pull", RootfsCorruptError("object does not match its name"), Phase.PULLING, 70),
-    ("apps.stage", AppsContentMissingError("blob absent from the bundle"), Phase.STAGING_APPS, 8),
-    ("apps.stage", AppsCopyError("reading the drive: I/O error"), Phase.STAGING_APPS, 50),
-    ("apps.stage", AppsNoSpaceError("the app store lacks 2 GiB"), Phase.STAGING_APPS, 60),
-    ("apps.stage", AppsCorruptError("blob does not match its digest"), Phase.STAGING_APPS, 70),
-    ("apps.stage", AppsRunError("docker load failed"), Phase.STAGING_APPS, 80),
+    ("apps.copy", AppsContentMissingError("blob absent from the bundle"), Phase.STAGING_APPS, 8),
+    ("apps.copy", AppsCopyError("reading the drive: I/O error"), Phase.STAGING_APPS, 50),
+    ("apps.copy", AppsNoSpaceError("the app store lacks 2 GiB"), Phase.STAGING_APPS, 60),
+    ("apps.copy", AppsCorruptError("blob does not match its digest"), Phase.STAGING_APPS, 70),
+    ("apps.load", AppsRunError("docker load failed"), Phase.STAGING_APPS, 80),
     ("rootfs.deploy", RootfsSysrootError("ostree admin deploy failed"), Phase.DEPLOYING, 1),
     ("rootfs.deploy", RootfsNoSpaceError("/boot is full"), Phase.DEPLOYING, 60),
 ]
@@ -79,7 +79,7 @@ TRUST_FAILURES = [
 
 UNEXPECTED: list[tuple[Op, BaseException, Phase]] = [
     ("rootfs.pull", RuntimeError("ostree said something new"), Phase.PULLING),
-    ("apps.stage", TimeoutError(), Phase.STAGING_APPS),
+    ("apps.copy", TimeoutError(), Phase.STAGING_APPS),
     ("services.stop_unit", OSError(5, "Input/output error"), Phase.STOPPING_AKLITE),
     ("rootfs.deploy", ValueError("bad deployment index"), Phase.DEPLOYING),
 ]
@@ -87,7 +87,8 @@ UNEXPECTED: list[tuple[Op, BaseException, Phase]] = [
 GATES: list[tuple[Op, Phase]] = [
     ("services.stop_unit", Phase.STOPPING_AKLITE),
     ("rootfs.pull", Phase.PULLING),
-    ("apps.stage", Phase.STAGING_APPS),
+    ("apps.copy", Phase.STAGING_APPS),
+    ("apps.load", Phase.PULLING),
     ("rootfs.deploy", Phase.DEPLOYING),
 ]
 
@@ -193,7 +194,7 @@ async def test_without_a_docker_engine_an_install_with_apps_is_refused_before_an
     assert [i.target_name for i in await rig.installs()] == [INITIAL_TARGET]
     device = rig.device
     assert device.services.jobs == []  # aktualizr-lite was never stopped
-    assert device.rootfs.pulled == [] and "apps.stage" not in device.faults.calls
+    assert device.rootfs.pulled == [] and "apps.copy" not in device.faults.calls
     assert [e.state for e in (await rig.events())[-1:]] == [f"{Phase.VERIFYING}-failed"]
     assert not device.lock.held
 

@@ -205,7 +205,7 @@ async def test_the_pending_bundle_again_answers_as_the_first_time(
 
     assert (first.code, again.code, again.target) == (code, code, v2.name)
     assert await rig.installs() == installs
-    copies = {"rootfs.pull", "apps.stage", "rootfs.deploy"}
+    copies = {"rootfs.pull", "apps.copy", "apps.load", "rootfs.deploy"}
     assert not copies & set(rig.device.faults.calls[calls:])
 
 
@@ -302,9 +302,10 @@ async def test_progress_is_weighted_by_bytes_and_ends_at_100(rig: Rig) -> None:
     assert percents == sorted(percents)
     assert percents[-1] == 100
     timeline = rig.observer.timeline
-    before_staging = timeline[: timeline.index(Phase.STAGING_APPS)]
-    after_pull = [x for x in before_staging if not isinstance(x, Phase)][-1]
-    assert after_pull == 300 * 100 // (300 + 100)
+    # The apps are copied first, then the rootfs is pulled.
+    before_pull = timeline[: timeline.index(Phase.PULLING)]
+    after_copy = [x for x in before_pull if not isinstance(x, Phase)][-1]
+    assert after_copy == 100 * 100 // (300 + 100)
 
 
 @pytest.mark.parametrize("apps_only", [True, False], ids=["apps-only", "rootfs-only"])
@@ -341,7 +342,7 @@ async def test_a_broken_observer_does_not_break_the_update(
     assert {"phase observer failed", "progress observer failed"} <= events
 
 
-@pytest.mark.parametrize("op", ["rootfs.pull", "apps.stage", "rootfs.deploy"])
+@pytest.mark.parametrize("op", ["apps.copy", "rootfs.pull", "apps.load", "rootfs.deploy"])
 async def test_shutdowns_are_held_off_from_the_pull_to_the_deployment(rig: Rig, op: Op) -> None:
     target = make_target(2)
     gate = rig.device.faults.gate(op)
@@ -357,7 +358,7 @@ async def test_shutdowns_are_held_off_from_the_pull_to_the_deployment(rig: Rig, 
 async def test_an_apps_only_install_holds_no_shutdown_off(rig: Rig) -> None:
     v1 = make_target(1)
     await rig.update_to(v1)
-    gate = rig.device.faults.gate("apps.stage")
+    gate = rig.device.faults.gate("apps.copy")
     task = asyncio.create_task(
         rig.engine.install(rig.bundle(make_target(2, commit=v1.ostree_commit)))
     )
@@ -390,7 +391,7 @@ async def test_the_factory_image_as_a_target_is_recorded_as_current_with_nothing
     device = rig.device
     assert device.services.jobs == []  # aktualizr-lite was not stopped
     assert device.rootfs.pulled == [] and device.rootfs.deployed == []
-    assert "apps.stage" not in device.faults.calls
+    assert "apps.copy" not in device.faults.calls
     assert not device.reboot_marker.marked
     # From then on it is the installed target: the same bundle again is "already installed".
     again = await rig.engine.install(rig.bundle(target))

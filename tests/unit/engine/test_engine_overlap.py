@@ -1,0 +1,105 @@
+"""A rootfs+apps install copies the apps first, then pulls the rootfs while the apps' images
+load: the load starts once the pull's space check passed, and whichever of the two fails
+first stops the other and is journalled as its own step."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aklited.engine.phases import Phase
+from aklited.errors import AppsRunError, InternalError, RootfsCopyError, RootfsNoSpaceError
+from aklited.outcomes import StatusCode
+from tests.fakes import Rig, make_target
+
+
+async def assert_failed_and_settled(rig: Rig, code: int, failed_step: str) -> None:
+    install = await rig.latest()
+    assert (install.state, install.result_code) == (Phase.FAILED, code)
+    assert await rig.failures(install.id) == [(f"{failed_step}-failed", code)]
+    device = rig.device
+    assert device.aklite_running
+    assert device.rootfs.pending is None and device.rootfs.deployed == []
+    assert not device.reboot_marker.marked
+    assert not device.lock.held
+
+
+async def test_the_images_load_while_the_rootfs_is_copied(rig: Rig) -> None:
+    target = make_target(2)
+    copying = rig.device.faults.gate("rootfs.pull.copying")
+    task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
+    await copying.entered.wait()
+    # The pull is held in its copy; the load needs nothing more from it and goes ahead (no
+    # thread or timer in between: a few turns of the loop, however fast the machine).
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+    assert rig.device.apps.loaded == [dict(target.apps)]
+    assert rig.device.rootfs.pulled == []
+    copying.open()
+    assert (await task).code == StatusCode.NEEDS_REBOOT
+    assert rig.device.rootfs.pulled == [target.ostree_commit]
+    states = await rig.states((await rig.latest()).id)
+    assert states.index(Phase.STAGING_APPS) < states.index(Phase.PULLING)
+
+
+async def test_no_image_loads_when_the_rootfs_does_not_fit(rig: Rig) -> None:
+    error = RootfsNoSpaceError("needs 900 MiB, 12 MiB free")
+    rig.device.faults.fail("rootfs.pull", error)  # the walk and the space check
+
+    outcome = asyncio.create_task(rig.engine.install(rig.bundle(make_target(2))))
+
+    with pytest.raises(RootfsNoSpaceError) as raised:
+        await outcome
+    assert raised.value is error
+    assert "apps.copy" in rig.device.faults.calls  # the apps were copied before the pull
+    assert "apps.load" not in rig.device.faults.calls
+    assert rig.device.apps.loaded == []
+    await assert_failed_and_settled(rig, StatusCode.NO_SPACE, str(Phase.PULLING))
+
+
+async def test_a_failed_load_stops_the_pull(rig: Rig) -> None:
+    error = AppsRunError("docker load: unexpected EOF")
+    rig.device.faults.fail("apps.load", error)
+    copying = rig.device.faults.gate("rootfs.pull.copying")  # never opened: held to the end
+
+    task = asyncio.create_task(rig.engine.install(rig.bundle(make_target(2))))
+
+    with pytest.raises(AppsRunError) as raised:
+        await task
+    assert raised.value is error
+    assert copying.entered.is_set()  # the pull was copying when the load failed
+    assert rig.device.rootfs.pulled == []  # and never finished
+    await assert_failed_and_settled(rig, StatusCode.IMAGE_LOAD_FAILED, str(Phase.STAGING_APPS))
+
+
+async def test_a_failed_pull_stops_the_load(rig: Rig) -> None:
+    error = RootfsCopyError("reading the drive: I/O error")
+    loading = rig.device.faults.gate("apps.load")  # never opened: held to the end
+    copying = rig.device.faults.gate("rootfs.pull.copying")
+    rig.device.faults.fail("rootfs.pull.copying", error)  # once its gate opens
+    task = asyncio.create_task(rig.engine.install(rig.bundle(make_target(2))))
+    await loading.entered.wait()  # the load is under way
+
+    copying.open()
+
+    with pytest.raises(RootfsCopyError) as raised:
+        await task
+    assert raised.value is error
+    assert rig.device.apps.loaded == []  # and never finished
+    await assert_failed_and_settled(rig, StatusCode.DOWNLOAD_FAILED, str(Phase.PULLING))
+
+
+async def test_a_failure_sizing_one_part_stops_sizing_the_other(rig: Rig) -> None:
+    # The apps and the rootfs are sized side by side; nothing of a failed install runs on.
+    walking = rig.device.faults.gate("rootfs.pull_size")  # never opened: held to the end
+    rig.device.faults.fail("apps.stage_size", OSError(5, "Input/output error"))
+    others = asyncio.all_tasks()
+
+    with pytest.raises(InternalError):
+        await rig.engine.install(rig.bundle(make_target(2)))
+
+    assert walking.entered.is_set()
+    assert asyncio.all_tasks() == others  # the walk was cancelled and awaited
+    await assert_failed_and_settled(rig, StatusCode.UNKNOWN_ERROR, "stopping-aktualizr-lite")
