@@ -351,6 +351,7 @@ class FakeApps:
         self.failing: set[str] = set()  # URIs whose containers exit at once
         self.started: list[dict[str, str]] = []
         self.loaded: list[dict[str, str]] = []  # the images loaded into the engine, by call
+        self.fail_on_cancel: BaseException | None = None  # what a cancelled load raises
         self.retired: list[dict[str, str]] = []
 
     def _bytes(self, apps: Mapping[str, str]) -> int:
@@ -374,7 +375,12 @@ class FakeApps:
         self.store |= set(apps.values())
 
     async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
-        await self._faults.enter("apps.load")
+        try:
+            await self._faults.enter("apps.load")
+        except asyncio.CancelledError:
+            if self.fail_on_cancel is not None:  # as a load cleaning up after itself can
+                raise self.fail_on_cancel from None
+            raise
         if missing := sorted(name for name, uri in apps.items() if uri not in self.store):
             raise AppsContentMissingError(f"apps not in the device store: {', '.join(missing)}")
         total = self._bytes(apps)

@@ -26,7 +26,8 @@ class ComposeAppsPort:
         # The apps of the install under way, as read from its drive by stage_size(), for
         # copy() to use: reading them runs `docker compose config` once per app.
         self._read: tuple[Path, _Apps, tuple[App, ...]] | None = None
-        # The apps copy() has just put in the device store, hashed, for load() to stream.
+        # The apps copy() has just put in the device store (each blob hashed as it was
+        # copied in, now or by an earlier copy), for load() to stream without hashing.
         self._copied: tuple[_Apps, tuple[App, ...]] | None = None
 
     async def _read_quick(self, src_store: Path, apps: Mapping[str, str]) -> tuple[App, ...]:
@@ -39,7 +40,8 @@ class ComposeAppsPort:
     async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
         # Only weighs the progress: whatever is wrong with the apps, copy() finds and says
         # it with the whole verification behind it.
-        self._read = None  # an install that failed before its stage left its read here
+        # An install that failed before its copy or load left its read here.
+        self._read = self._copied = None
         try:
             return _blob_bytes(await self._read_quick(src_store, apps))
         except AppsError as e:
@@ -69,7 +71,7 @@ class ComposeAppsPort:
     async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
         copied, self._copied = self._copied, None
         if copied is not None and copied[0] == _key(apps):
-            # Hashed as copy() put them in the store a moment ago: streamed as they are.
+            # In the store as copy() checked them a moment ago: streamed as they are.
             verified, rehash = copied[1], False
         else:
             verified, rehash = await self._apps.verify_local(apps), True

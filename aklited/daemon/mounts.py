@@ -27,15 +27,15 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import structlog
 
 from aklited.daemon.media import Drive
 from aklited.errors import MediaError
+from aklited.tasks import to_completion
 
 log = structlog.get_logger(__name__)
 
@@ -54,8 +54,6 @@ _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.+-]")
 _MAX_NAME = 64
 # mountinfo escapes these four as \ooo.
 _MOUNTINFO_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-T = TypeVar("T")
 
 
 class UnsafeMountError(MediaError):
@@ -270,24 +268,6 @@ async def _run(argv: tuple[str, ...], *, timeout_s: float, what: str) -> _Ran:
     return _Ran(returncode=returncode, stderr=stderr.decode("utf-8", errors="replace"))
 
 
-async def _to_completion(make: Callable[[], Awaitable[T]]) -> T:
-    """Await ``make()`` to its end even when the caller is cancelled meanwhile (the
-    cancellation is delivered afterwards): cleanup must not stop half-way."""
-    task = asyncio.ensure_future(make())
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
-
-
 def _read_mounts() -> list[MountEntry]:
     return parse_mountinfo(MOUNTINFO.read_text(encoding="utf-8", errors="surrogateescape"))
 
@@ -356,7 +336,7 @@ async def mount_drive(
         mounted = await _mount(drive, mountpoint, timeout_s=timeout_s)
     except BaseException:
         # The refusal itself is the caller's to say (once, with what it does next).
-        await _to_completion(lambda: _release(drive, mountpoint, quiet=True))
+        await to_completion(lambda: _release(drive, mountpoint, quiet=True))
         raise
     log.info(
         "drive mounted",
@@ -369,9 +349,9 @@ async def mount_drive(
     try:
         yield mounted
     except BaseException:
-        await _to_completion(lambda: _release(drive, mountpoint, quiet=True))
+        await to_completion(lambda: _release(drive, mountpoint, quiet=True))
         raise
-    await _to_completion(lambda: _release(drive, mountpoint, quiet=False))
+    await to_completion(lambda: _release(drive, mountpoint, quiet=False))
 
 
 async def _mount(drive: Drive, mountpoint: Path, *, timeout_s: float) -> MountedDrive:
@@ -479,6 +459,6 @@ async def clear_media_root(media_root: Path) -> list[Path]:
             if entry.mount_point == os.fspath(point):
                 fields = {"devnode": entry.source, "label": "", "fs_type": entry.fs_type}
         log.warning("stale drive mount", mountpoint=str(point), **fields)
-        await _to_completion(functools.partial(_unmount, point, fields))
+        await to_completion(functools.partial(_unmount, point, fields))
         await asyncio.to_thread(_remove_dir, point)
     return points

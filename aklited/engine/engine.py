@@ -62,6 +62,7 @@ from aklited.errors import (
     RootfsError,
 )
 from aklited.outcomes import StatusCode
+from aklited.tasks import side_by_side
 
 log = structlog.get_logger(__name__)
 
@@ -99,16 +100,8 @@ def _reraise(err: AkliteError, original: BaseException) -> NoReturn:
     raise err from original
 
 
-async def _side_by_side(*tasks: asyncio.Future[T]) -> list[T]:
-    """Await ``tasks`` running side by side; the first failure (or a cancellation of the
-    caller) cancels the others, waits for them to end, and is raised."""
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+def _succeeded(task: asyncio.Future[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def _target(record: InstallRecord) -> Target:
@@ -657,10 +650,15 @@ class Engine:
         await self._stop_aklite(install)
         # Both sizes before either copy starts: the progress weighs every step from the first.
         # Taken side by side: one waits on `docker compose config`, the other on the drive.
-        apps_bytes, rootfs_bytes = await _side_by_side(
-            asyncio.ensure_future(self._apps_size(target, src_dir)),
-            asyncio.ensure_future(self._pull_size(target, src_dir, rootfs_changes)),
-        )
+        sizing_rootfs = asyncio.ensure_future(self._pull_size(target, src_dir, rootfs_changes))
+        try:
+            apps_bytes, rootfs_bytes = await side_by_side(
+                asyncio.ensure_future(self._apps_size(target, src_dir)), sizing_rootfs
+            )
+        except RootfsError as e:
+            if sizing_rootfs.done() and not sizing_rootfs.cancelled():
+                await self._cleanup(partial(self._journal_failure, install.id, Phase.PULLING, e), e)
+            raise
         progress = _Progress(self._observer, apps_bytes=apps_bytes, rootfs_bytes=rootfs_bytes)
         if not rootfs_changes:
             return await self._stage_apps_only(install, target, src_dir, progress)
@@ -722,17 +720,14 @@ class Engine:
         return await self._apps.stage_size(src_dir / "apps", target.apps)
 
     async def _pull_size(self, target: Target, src_dir: Path, rootfs_changes: bool) -> int:
-        # Only weighs the progress: whatever is wrong with the rootfs, the pull finds and
-        # says it, journalled as its step.
+        # The walk behind the size is the pull's gate: a rootfs it refuses (an object
+        # missing, unsafe or corrupt) ends the install before anything is copied,
+        # journalled as the pull's failure.
         if not rootfs_changes:
             return 0
-        try:
-            return await self._rootfs.pull_size(
-                source_repo=src_dir / "ostree_repo", commit=target.ostree_commit
-            )
-        except RootfsError as e:
-            log.info("rootfs size unknown before the pull", error=str(e))
-            return 0
+        return await self._rootfs.pull_size(
+            source_repo=src_dir / "ostree_repo", commit=target.ostree_commit
+        )
 
     async def _pull(
         self,
@@ -753,9 +748,12 @@ class Engine:
     ) -> None:
         """Pull the rootfs and, once the pull's space check passed, load the apps' images.
 
-        The load waits for that check so the check weighs the space free before either of
-        them writes. Whichever fails first stops the other and is journalled under its own
-        step (``pulling-failed`` or ``staging-apps-failed``).
+        The load waits for that check, so that nothing is written before it. The check
+        weighs the rootfs only: dockerd unpacking the images beside it on the same
+        filesystem can still fill it, which ends the install with 60 (ostree's own
+        free-space limit) or 80 (dockerd), as a load after the pull could. Whichever fails
+        first stops the other and is journalled under its own step (``pulling-failed`` or
+        ``staging-apps-failed``).
         """
         await self._record(
             install.id, Phase.PULLING, commit=target.ostree_commit, loading=sorted(target.apps)
@@ -769,24 +767,26 @@ class Engine:
                 await asyncio.wait({checked, pulling}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 checked.cancel()
-            if space_checked.is_set():
+                await asyncio.gather(checked, return_exceptions=True)
+            if space_checked.is_set() or _succeeded(pulling):
                 await self._apps.load(target.apps, progress=progress.apps)
-            # else: the pull ended before its check passed; its own outcome is the install's
+            # else: the pull failed before its check passed; its outcome is the install's
 
         loading = asyncio.create_task(load_once_space_checked())
         steps = {pulling: Phase.PULLING, loading: Phase.STAGING_APPS}
         try:
-            await _side_by_side(pulling, loading)
+            await side_by_side(pulling, loading)
         except BaseException as e:
             if not isinstance(e, Exception | asyncio.CancelledError):
-                raise  # not a failure to settle (KeyboardInterrupt, a test's simulated kill)
+                raise  # not a failure to settle (a test's simulated kill)
             failed = next(
                 (
                     phase
                     for task, phase in steps.items()
                     if not task.cancelled() and task.exception() is e
                 ),
-                Phase.PULLING,  # cancelled from outside: the step the journal shows
+                # Cancelled from outside: the step still under way when it came.
+                Phase.STAGING_APPS if _succeeded(pulling) else Phase.PULLING,
             )
             err = _expected(e)
             await self._cleanup(partial(self._journal_failure, install.id, failed, e, err), e)

@@ -108,8 +108,9 @@ class AppsPort(Protocol):
         ...
 
     async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
-        """Load the images of apps in the device store into the engine (80 refused); apps
-        :meth:`copy` has just copied are not hashed again."""
+        """Load the images of apps in the device store into the engine (80 refused); the
+        blobs of apps :meth:`copy` has just checked into the store are not hashed again
+        (each was hashed as it was copied in), any others are."""
         ...
 
     async def ready(self) -> None:

@@ -1,8 +1,10 @@
 """The OSTree rootfs: pull a commit from a bundle, deploy it, know what is booted, roll back, prune.
 
-An async adapter over the ``ostree`` command line, which every LmP image has. It keeps no
-state of its own: every answer is read from the sysroot (``ostree admin status``, the boot
-links and entries, the deployment directories) and the kernel command line.
+An async adapter over the ``ostree`` command line, which every LmP image has. Every answer
+is read from the sysroot (``ostree admin status``, the boot links and entries, the
+deployment directories) and the kernel command line; within one engine call
+(:meth:`OstreeSysroot.kept_readings`) a reading is kept until the adapter itself changes
+the sysroot, and the walk of a bundle's commit is kept for the pull after it.
 
 Trust comes from TUF, which names the commit by its sha256. The adapter checks that the
 bundle's commit object really hashes to that name before copying anything, makes ostree
@@ -171,6 +173,9 @@ class OstreeSysroot:
         reads afresh (the booted deployment changes with a boot, simulated ones included;
         a drive plugged in later may hold anything at the same path).
         """
+        if not self._keeping:
+            # A reading under way since before the call began is not the call's to keep.
+            self._generation += 1
         self._keeping += 1
         try:
             yield
@@ -642,12 +647,18 @@ def _refused(
 
 # How `pull-local --untrusted` reports an object whose bytes do not match its name.
 _CORRUPTED = re.compile(r"\bCorrupted\b.*\bobject\b|checksum expected", re.IGNORECASE)
+# ostree's own min-free-space limit, or the filesystem itself full (dockerd loading images
+# beside the pull writes to the same filesystem on LmP).
+_NO_SPACE = re.compile(r"would be exceeded|No space left on device", re.IGNORECASE)
 
 
 def _pull_failure(stderr: str) -> type[RootfsError] | None:
     """A pull that failed on a corrupted object is content failing verification (70), as
-    ``check --deep`` says of the same drive; any other failure stays a copy failure (50)."""
-    return RootfsCorruptError if _CORRUPTED.search(stderr) else None
+    ``check --deep`` says of the same drive; one that ran out of space is 60; any other
+    failure stays a copy failure (50)."""
+    if _CORRUPTED.search(stderr):
+        return RootfsCorruptError
+    return RootfsNoSpaceError if _NO_SPACE.search(stderr) else None
 
 
 def _check_commit_name(commit: str) -> None:

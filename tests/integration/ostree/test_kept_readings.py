@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import aklited_sim as sim
+from aklited.errors import RootfsSysrootError
 from aklited.rootfs.space import SpaceEstimate
 from aklited.rootfs.sysroot import OstreeSysroot
 from aklited_sim import SimDevice
@@ -99,10 +102,50 @@ async def test_a_walk_is_not_kept_beyond_the_engine_call(
     walks = count_walks(rootfs)
     with rootfs.kept_readings():
         await rootfs.pull_size(source_repo=bundle.repo, commit=commit)
-    await rootfs.pull_size(source_repo=bundle.repo, commit=commit)  # outside: not kept
 
     with rootfs.kept_readings():
         result = await rootfs.pull(source_repo=bundle.repo, commit=commit)
 
     assert result.pulled
-    assert len(walks) == 3
+    assert len(walks) == 2
+
+
+async def test_a_walk_serves_only_the_pull_of_what_it_walked(
+    device: SimDevice, bundle: BundleRepo, usb: LoopFs
+) -> None:
+    rootfs = device.rootfs()
+    walked = await bundle.commit("2", files={"usr/share/lmp/data.bin": b"\x05" * 4096})
+    pulled = await bundle.commit("3", files={"usr/share/lmp/data.bin": b"\x06" * 4096})
+    usb.remount(options="ro,nosuid,nodev,noexec")
+    walks = count_walks(rootfs)
+
+    with rootfs.kept_readings():
+        await rootfs.pull_size(source_repo=bundle.repo, commit=walked)
+        result = await rootfs.pull(source_repo=bundle.repo, commit=pulled)
+
+    assert result.pulled and result.commit == pulled
+    assert len(walks) == 2
+
+
+async def test_a_deploy_that_fails_after_it_took_effect_is_seen(
+    device: SimDevice, bundle: BundleRepo, usb: LoopFs, tmp_path: Path
+) -> None:
+    # ostree deploys, then fails (a crash while it cleans up, say): the kept reading from
+    # before is stale, and the next question must see the deployment.
+    rootfs = device.rootfs()
+    commit = await bundle.commit("2", files={"usr/share/lmp/data.bin": b"\x07" * 4096})
+    usb.remount(options="ro,nosuid,nodev,noexec")
+    await rootfs.pull(source_repo=bundle.repo, commit=commit)
+    wrapper = tmp_path / "ostree-fails-after-deploy"
+    wrapper.write_text(
+        f'#!/bin/sh\n{rootfs.ostree_bin} "$@" || exit\n'
+        'case "$1 $2" in "admin deploy") echo "error: cleanup failed" >&2; exit 1;; esac\n'
+    )
+    wrapper.chmod(0o755)
+
+    with rootfs.kept_readings():
+        assert await rootfs.pending_commit() is None
+        rootfs.ostree_bin = str(wrapper)
+        with pytest.raises(RootfsSysrootError):
+            await rootfs.deploy(commit=commit)
+        assert await rootfs.pending_commit() == commit

@@ -88,7 +88,9 @@ GATES: list[tuple[Op, Phase]] = [
     ("services.stop_unit", Phase.STOPPING_AKLITE),
     ("rootfs.pull", Phase.PULLING),
     ("apps.copy", Phase.STAGING_APPS),
-    ("apps.load", Phase.PULLING),
+    # The rootfs and the images side by side: the step still under way is the one cancelled.
+    ("rootfs.pull.copying", Phase.PULLING),
+    ("apps.load", Phase.STAGING_APPS),
     ("rootfs.deploy", Phase.DEPLOYING),
 ]
 

@@ -9,7 +9,13 @@ import asyncio
 import pytest
 
 from aklited.engine.phases import Phase
-from aklited.errors import AppsRunError, InternalError, RootfsCopyError, RootfsNoSpaceError
+from aklited.errors import (
+    AppsRunError,
+    InternalError,
+    RootfsCopyError,
+    RootfsCorruptError,
+    RootfsNoSpaceError,
+)
 from aklited.outcomes import StatusCode
 from tests.fakes import Rig, make_target
 
@@ -103,3 +109,37 @@ async def test_a_failure_sizing_one_part_stops_sizing_the_other(rig: Rig) -> Non
     assert walking.entered.is_set()
     assert asyncio.all_tasks() == others  # the walk was cancelled and awaited
     await assert_failed_and_settled(rig, StatusCode.UNKNOWN_ERROR, "stopping-aktualizr-lite")
+
+
+async def test_a_rootfs_the_walk_refuses_ends_the_install_before_any_copy(rig: Rig) -> None:
+    # The walk behind the rootfs size is the pull's gate: nothing is copied past it.
+    error = RootfsCorruptError("objects/ab/cdef.filez is a link out of the bundle")
+    rig.device.faults.fail("rootfs.pull_size", error)
+
+    with pytest.raises(RootfsCorruptError) as raised:
+        await rig.engine.install(rig.bundle(make_target(2)))
+
+    assert raised.value is error
+    assert "apps.copy" not in rig.device.faults.calls
+    assert "rootfs.pull" not in rig.device.faults.calls
+    await assert_failed_and_settled(rig, StatusCode.VERIFICATION_FAILED, str(Phase.PULLING))
+
+
+async def test_a_failure_beside_the_first_is_told_too(rig: Rig) -> None:
+    # The pull fails while the load, cancelled, fails in its own way as it stops.
+    pull_error = RootfsCopyError("reading the drive: I/O error")
+    load_error = AppsRunError("removing the half-loaded images failed")
+    loading = rig.device.faults.gate("apps.load")
+    copying = rig.device.faults.gate("rootfs.pull.copying")
+    rig.device.faults.fail("rootfs.pull.copying", pull_error)
+    task = asyncio.create_task(rig.engine.install(rig.bundle(make_target(2))))
+    await loading.entered.wait()
+    rig.device.apps.fail_on_cancel = load_error  # raised instead of the cancellation
+
+    copying.open()
+
+    with pytest.raises(RootfsCopyError) as raised:
+        await task
+    assert raised.value is pull_error
+    assert any(str(load_error) in note for note in raised.value.__notes__)
+    await assert_failed_and_settled(rig, StatusCode.DOWNLOAD_FAILED, str(Phase.PULLING))
