@@ -34,12 +34,37 @@ def reads(calls: Path) -> int:
     return sum(line.startswith("admin status") for line in lines)
 
 
+def count_walks(rootfs: OstreeSysroot) -> list[None]:
+    """Each walk of a bundle's commit appends to the list returned."""
+    walks: list[None] = []
+    walk = rootfs.estimate_space
+
+    async def counting_walk(**kwargs: Any) -> SpaceEstimate:
+        walks.append(None)
+        return await walk(**kwargs)
+
+    rootfs.estimate_space = counting_walk  # type: ignore[method-assign]
+    return walks
+
+
+async def drive_with_commits(
+    device: SimDevice, bundle: BundleRepo, usb: LoopFs, *fills: int
+) -> tuple[OstreeSysroot, list[str], list[None]]:
+    """The device's rootfs, counting its walks, and a commit per fill byte on the drive
+    (each with 300,000 bytes of it), mounted read-only as the daemon mounts a drive."""
+    commits = [
+        await bundle.commit(str(version), files={"usr/share/lmp/data.bin": bytes([fill]) * 300_000})
+        for version, fill in enumerate(fills, start=2)
+    ]
+    usb.remount(options="ro,nosuid,nodev,noexec")
+    rootfs = device.rootfs()
+    return rootfs, commits, count_walks(rootfs)
+
+
 async def test_a_kept_reading_serves_until_the_sysroot_changes(
     device: SimDevice, bundle: BundleRepo, usb: LoopFs, tmp_path: Path
 ) -> None:
-    rootfs = device.rootfs()
-    commit = await bundle.commit("2", files={"usr/share/lmp/data.bin": b"\x02" * 4096})
-    usb.remount(options="ro,nosuid,nodev,noexec")
+    rootfs, [commit], _ = await drive_with_commits(device, bundle, usb, 2)
     await rootfs.pull(source_repo=bundle.repo, commit=commit)
     calls = counted(rootfs, tmp_path)
 
@@ -61,26 +86,10 @@ async def test_a_kept_reading_serves_until_the_sysroot_changes(
     assert reads(calls) == 4
 
 
-def count_walks(rootfs: OstreeSysroot) -> list[None]:
-    """Each walk of a bundle's commit appends to the list returned."""
-    walks: list[None] = []
-    walk = rootfs.estimate_space
-
-    async def counting_walk(**kwargs: Any) -> SpaceEstimate:
-        walks.append(None)
-        return await walk(**kwargs)
-
-    rootfs.estimate_space = counting_walk  # type: ignore[method-assign]
-    return walks
-
-
 async def test_the_walk_of_a_pull_size_serves_the_pull_after_it(
     device: SimDevice, bundle: BundleRepo, usb: LoopFs
 ) -> None:
-    rootfs = device.rootfs()
-    commit = await bundle.commit("2", files={"usr/share/lmp/data.bin": b"\x03" * 300_000})
-    usb.remount(options="ro,nosuid,nodev,noexec")
-    walks = count_walks(rootfs)
+    rootfs, [commit], walks = await drive_with_commits(device, bundle, usb, 3)
 
     with rootfs.kept_readings():
         size = await rootfs.pull_size(source_repo=bundle.repo, commit=commit)
@@ -96,10 +105,7 @@ async def test_a_walk_is_not_kept_beyond_the_engine_call(
     device: SimDevice, bundle: BundleRepo, usb: LoopFs
 ) -> None:
     # The next call may read another drive at the same path: it walks what it pulls.
-    rootfs = device.rootfs()
-    commit = await bundle.commit("2", files={"usr/share/lmp/data.bin": b"\x04" * 4096})
-    usb.remount(options="ro,nosuid,nodev,noexec")
-    walks = count_walks(rootfs)
+    rootfs, [commit], walks = await drive_with_commits(device, bundle, usb, 4)
     with rootfs.kept_readings():
         await rootfs.pull_size(source_repo=bundle.repo, commit=commit)
 
@@ -113,11 +119,7 @@ async def test_a_walk_is_not_kept_beyond_the_engine_call(
 async def test_a_walk_serves_only_the_pull_of_what_it_walked(
     device: SimDevice, bundle: BundleRepo, usb: LoopFs
 ) -> None:
-    rootfs = device.rootfs()
-    walked = await bundle.commit("2", files={"usr/share/lmp/data.bin": b"\x05" * 4096})
-    pulled = await bundle.commit("3", files={"usr/share/lmp/data.bin": b"\x06" * 4096})
-    usb.remount(options="ro,nosuid,nodev,noexec")
-    walks = count_walks(rootfs)
+    rootfs, [walked, pulled], walks = await drive_with_commits(device, bundle, usb, 5, 6)
 
     with rootfs.kept_readings():
         await rootfs.pull_size(source_repo=bundle.repo, commit=walked)
@@ -132,9 +134,7 @@ async def test_a_deploy_that_fails_after_it_took_effect_is_seen(
 ) -> None:
     # ostree deploys, then fails (a crash while it cleans up, say): the kept reading from
     # before is stale, and the next question must see the deployment.
-    rootfs = device.rootfs()
-    commit = await bundle.commit("2", files={"usr/share/lmp/data.bin": b"\x07" * 4096})
-    usb.remount(options="ro,nosuid,nodev,noexec")
+    rootfs, [commit], _ = await drive_with_commits(device, bundle, usb, 7)
     await rootfs.pull(source_repo=bundle.repo, commit=commit)
     wrapper = tmp_path / "ostree-fails-after-deploy"
     wrapper.write_text(
