@@ -721,8 +721,8 @@ class Engine:
 
     async def _pull_size(self, target: Target, src_dir: Path, rootfs_changes: bool) -> int:
         # The walk behind the size is the pull's gate: a rootfs it refuses (an object
-        # missing, unsafe or corrupt) ends the install before anything is copied,
-        # journalled as the pull's failure.
+        # missing, unsafe or corrupt), or one that does not fit even now, ends the install
+        # before anything is copied, journalled as the pull's failure.
         if not rootfs_changes:
             return 0
         return await self._rootfs.pull_size(

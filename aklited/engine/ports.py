@@ -63,7 +63,8 @@ class RootfsPort(Protocol):
     async def pull_size(self, *, source_repo: Path, commit: str) -> int:
         """The bytes :meth:`pull` copies (for the overall progress; 0 when it copies none).
 
-        The walk behind it checks what the pull reads; the pull reuses it.
+        The walk behind it checks what the pull reads; the pull reuses it. Raises what the
+        pull's checks would (50, 70), and 60 when the commit does not fit even now.
         """
         ...
 

@@ -309,12 +309,25 @@ class OstreeSysroot:
     async def pull_size(self, *, source_repo: Path, commit: str) -> int:
         """The content bytes a :meth:`pull` of ``commit`` copies; 0 when it is present.
 
-        Raises what :meth:`estimate_space` raises.
+        Raises what :meth:`estimate_space` raises, and RootfsNoSpaceError (60) when the
+        commit does not fit even now: whatever is written before the pull (the apps) only
+        takes space, so it is refused before that is written.
         """
         self._walked = None
         if await self.has_commit(commit):
             return 0
-        return (await self.estimate_space(source_repo=source_repo, commit=commit)).missing_bytes
+        estimate = await self.estimate_space(source_repo=source_repo, commit=commit)
+        if not estimate.fits:
+            raise self._no_space(commit, estimate)
+        return estimate.missing_bytes
+
+    def _no_space(self, commit: str, estimate: SpaceEstimate) -> RootfsNoSpaceError:
+        return RootfsNoSpaceError(
+            f"not enough space in {self.sysroot} for commit {commit}: needs "
+            f"{_mib(estimate.required_bytes)} and ostree keeps "
+            f"{_mib(estimate.reserved_bytes)} free, only {_mib(estimate.free_bytes)} "
+            "available; free space on the device and retry"
+        )
 
     async def _space_needed(self, source_repo: Path, commit: str) -> SpaceEstimate:
         """The estimate for a pull: over the walk :meth:`estimate_space` kept, if it walked
@@ -373,12 +386,7 @@ class OstreeSysroot:
             reserved_mib=estimate.reserved_bytes // _MIB,
         )
         if not estimate.fits:
-            raise RootfsNoSpaceError(
-                f"not enough space in {self.sysroot} for commit {commit}: needs "
-                f"{_mib(estimate.required_bytes)} and ostree keeps "
-                f"{_mib(estimate.reserved_bytes)} free, only {_mib(estimate.free_bytes)} "
-                "available; free space on the device and retry"
-            )
+            raise self._no_space(commit, estimate)
         if on_space_checked is not None:
             on_space_checked()
         progress = PullProgress(

@@ -134,6 +134,10 @@ async def test_full_disk_is_refused_before_copying(tmp_path: Path, bundle: Bundl
         assert estimate.missing_bytes >= 40 * 1024 * 1024
         assert not estimate.fits
         free_before = shutil.disk_usage(small.mountpoint).free
+        # Refused as soon as it is sized (an install then copies no app before the pull).
+        with pytest.raises(RootfsError) as sized:
+            await rootfs.pull_size(source_repo=bundle.repo, commit=commit)
+        assert sized.value.code == StatusCode.NO_SPACE
         with pytest.raises(RootfsError) as caught:
             await rootfs.pull(source_repo=bundle.repo, commit=commit)
         assert caught.value.code == StatusCode.NO_SPACE

@@ -143,3 +143,15 @@ async def test_a_failure_beside_the_first_is_told_too(rig: Rig) -> None:
     assert raised.value is pull_error
     assert any(str(load_error) in note for note in raised.value.__notes__)
     await assert_failed_and_settled(rig, StatusCode.DOWNLOAD_FAILED, str(Phase.PULLING))
+
+
+async def test_a_rootfs_that_does_not_fit_even_now_copies_no_app(rig: Rig) -> None:
+    # Sized before anything is written: the apps' copy could only take more space.
+    error = RootfsNoSpaceError("needs 900 MiB, 12 MiB free")
+    rig.device.faults.fail("rootfs.pull_size", error)
+
+    with pytest.raises(RootfsNoSpaceError):
+        await rig.engine.install(rig.bundle(make_target(2)))
+
+    assert "apps.copy" not in rig.device.faults.calls
+    await assert_failed_and_settled(rig, StatusCode.NO_SPACE, str(Phase.PULLING))
