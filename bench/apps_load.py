@@ -28,22 +28,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from aklite_bundle.appstore import (
-    AppStoreBuilder,
-    BuiltLayer,
-    ServiceSpec,
-    busybox_rootfs_tar,
-    data_layer_tar,
-)
+from aklite_bundle.appstore import AppStoreBuilder
 from aklited.apps.adapter import ComposeApps
 from aklited.apps.loader import write_docker_save_tar
 from aklited_sim.dockerd import Dockerd, start_dockerd
+from bench.appstore import random_layer_app
 from bench.results import Row, add_rows_option, emit
 
 LOAD_AIM = 1.10
@@ -55,27 +49,9 @@ def build_store(work: Path, *, images: int, layer_mib: int) -> dict[str, str]:
     """One app with ``images`` services, each image = busybox + one random layer."""
     store = work / f"store-{layer_mib}"
     builder = AppStoreBuilder(store, factory=f"bench{layer_mib}")
-    base = builder.layer_from_tar(busybox_rootfs_tar(work / "rootfs.tar"))
-
-    def data_layer(i: int) -> BuiltLayer:
-        tar = data_layer_tar(
-            work / f"data-{layer_mib}-{i}.tar",
-            name=f"data/blob{i}",
-            size=layer_mib << 20,
-            seed=f"{layer_mib}/{i}".encode(),
-        )
-        try:
-            return builder.layer_from_tar(tar, compresslevel=1)
-        finally:
-            tar.unlink()
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        layers = list(pool.map(data_layer, range(images)))
-    services = {
-        f"s{i}": ServiceSpec(builder.image(f"img{i}", [base, layer]))
-        for i, layer in enumerate(layers)
-    }
-    app = builder.app("bench", services)
+    app = random_layer_app(
+        builder, work, name="bench", images=images, layer_mib=layer_mib, seed=str(layer_mib)
+    )
     return {"store": str(store), "app": app.name, "uri": app.uri}
 
 

@@ -31,22 +31,16 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from aklite_bundle.appstore import (
-    AppStoreBuilder,
-    BuiltLayer,
-    ServiceSpec,
-    busybox_rootfs_tar,
-    data_layer_tar,
-)
+from aklite_bundle.appstore import AppStoreBuilder
 from aklited.apps.adapter import ComposeApps
 from aklited.apps.blobs import Blob, blob_path, store_files, verify_blob_file
 from aklited_sim.loopfs import loop_ext4
+from bench.appstore import random_layer_app
 from bench.ostree_install import drop_caches
 from bench.results import Row, add_rows_option, emit
 
@@ -75,28 +69,10 @@ class Store:
 def build_store(root: Path, work: Path, *, layer_mib: int) -> str:
     """One app of ``IMAGES`` services, each image busybox + one random layer; its URI."""
     builder = AppStoreBuilder(root, factory="bench")
-    base = builder.layer_from_tar(busybox_rootfs_tar(work / "rootfs.tar"))
-
-    def data_layer(index: int) -> BuiltLayer:
-        tar = data_layer_tar(
-            work / f"data-{index}.tar",
-            name=f"data/blob{index}",
-            size=layer_mib << 20,
-            seed=f"blob_verify/{index}".encode(),
-        )
-        try:
-            # gzip level 1: random bytes do not compress at any level; 1 is the quickest.
-            return builder.layer_from_tar(tar, compresslevel=1)
-        finally:
-            tar.unlink()
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        layers = list(pool.map(data_layer, range(IMAGES)))
-    services = {
-        f"s{i}": ServiceSpec(builder.image(f"img{i}", [base, layer]))
-        for i, layer in enumerate(layers)
-    }
-    return builder.app(APP, services).uri
+    app = random_layer_app(
+        builder, work, name=APP, images=IMAGES, layer_mib=layer_mib, seed="blob_verify"
+    )
+    return app.uri
 
 
 async def aklited_verify(store: Path, uri: str, work: Path) -> tuple[Blob, ...]:
