@@ -14,7 +14,7 @@ from typing import Any
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from aklited.cli.ctl import plain
+from aklited.cli.ctl import add_match, plain
 from aklited.daemon.service import INTERFACE, OBJECT_PATH
 
 PROPERTIES = "org.freedesktop.DBus.Properties"
@@ -40,16 +40,7 @@ class StatusWatch:
         watch = cls(bus)
         # No sender in the rule: it holds across daemon restarts (a new unique name each).
         rule = f"type='signal',path='{OBJECT_PATH}',interface='{PROPERTIES}'"
-        reply = await bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        )
+        reply = await add_match(bus, rule)
         if reply is None or reply.message_type == MessageType.ERROR:
             bus.disconnect()
             raise RuntimeError(f"AddMatch refused: {reply.body if reply else 'no reply'}")

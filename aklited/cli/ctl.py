@@ -35,6 +35,20 @@ class CtlError(Exception):
         self.code = code
 
 
+async def add_match(bus: MessageBus, rule: str) -> Message | None:
+    """Ask the bus daemon for the signals ``rule`` matches; its reply (None: none came)."""
+    return await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="AddMatch",
+            signature="s",
+            body=[rule],
+        )
+    )
+
+
 def plain(value: Any) -> Any:
     """D-Bus values as JSON-able Python values."""
     if isinstance(value, Variant):
@@ -116,16 +130,7 @@ class Client:
             "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
             f"arg0='{BUS_NAME}'",
         ):
-            await self.bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="AddMatch",
-                    signature="s",
-                    body=[rule],
-                )
-            )
+            await add_match(self.bus, rule)
 
     async def follow(self, *, as_json: bool) -> tuple[int, str]:
         """Show progress until the update's Completed; return its code and message."""
