@@ -20,7 +20,7 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -143,26 +143,8 @@ class BundleFiles:
         name = self.name(relative)
         with self._lock:
             parent, last, info = self._resolve(relative, name, follow_last=follow_last)
-            if not stat.S_ISREG(info.st_mode):
-                raise UnsafeEntryError(
-                    name, f"is {describe_mode(info.st_mode)}, not a regular file"
-                )
-            try:
-                fd = os.open(last, _FILE_FLAGS, dir_fd=parent)
-            except OSError as e:
-                raise _refusal(name, e) from e
-        try:
-            opened = os.fstat(fd)
-        except OSError as e:
-            os.close(fd)
-            raise DriveIOError(name, e) from e
-        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
-            info.st_dev,
-            info.st_ino,
-        ):
-            os.close(fd)
-            raise UnsafeEntryError(name, "changed while it was being opened")
-        return os.fdopen(fd, "rb")
+            fd = _open_checked(parent, last, info, name)
+        return _opened(fd, info, name)
 
     def read(self, relative: str, *, limit: int, follow_last: bool = True) -> bytes:
         """Read a whole regular file of at most ``limit`` bytes (``follow_last`` as
@@ -171,27 +153,13 @@ class BundleFiles:
         Raises:
             MissingEntryError, UnsafeEntryError (also when over ``limit``), DriveIOError.
         """
-        name = self.name(relative)
         with self.open(relative, follow_last=follow_last) as f:
-            try:
-                size = os.fstat(f.fileno()).st_size
-                if size > limit:
-                    raise UnsafeEntryError(name, f"is {size} bytes, over its {limit}-byte limit")
-                data = f.read(limit + 1)
-            except OSError as e:
-                raise DriveIOError(name, e) from e
-        if len(data) > limit:
-            raise UnsafeEntryError(name, f"is over its {limit}-byte limit")
-        return data
+            return _read_bounded(f, self.name(relative), limit)
 
     def read_head(self, relative: str, count: int) -> bytes:
         """The first ``count`` bytes (or fewer) of a regular file."""
-        name = self.name(relative)
         with self.open(relative) as f:
-            try:
-                return f.read(count)
-            except OSError as e:
-                raise DriveIOError(name, e) from e
+            return _read_head(f, self.name(relative), count)
 
     def lstat(self, relative: str) -> os.stat_result:
         """The entry itself, a link not followed (its directories are resolved safely)."""
@@ -228,6 +196,24 @@ class BundleFiles:
                 self.name(relative), f"is {describe_mode(info.st_mode)}, not a directory"
             )
         return True
+
+    def directory(self, relative: str) -> BundleDirectory:
+        """A directory resolved once (links inside the bundle followed), whose entries are
+        then looked up by name alone: for the many objects of one OSTree fan-out
+        directory. Close it (or use it as a context manager).
+
+        Raises:
+            MissingEntryError, UnsafeEntryError, DriveIOError: as :meth:`is_dir`; absence
+                too.
+        """
+        name = self.name(relative)
+        with self._lock:
+            canonical = self._resolve_dir(relative, name)
+            try:
+                fd = os.dup(self._dir_fd(canonical, name))
+            except OSError as e:
+                raise DriveIOError(name, e) from e
+        return BundleDirectory(fd, lambda entry: self.name(f"{relative}/{entry}"))
 
     def list_dir(self, relative: str, *, limit: int = MAX_DIR_ENTRIES) -> list[str]:
         """The names in a directory, sorted; links resolved inside the bundle.
@@ -378,6 +364,111 @@ class BundleFiles:
         except OSError as e:
             raise _refusal(name, e) from e
         return parent, resolved[-1], info, tuple(resolved)
+
+
+class BundleDirectory:
+    """The entries of one directory of the bundle, by name, no link followed at all (not
+    even inside the bundle: resolve those through :class:`BundleFiles`). One ``fstatat``
+    per entry and no lock: safe to share between threads.
+
+    Raises (every method): MissingEntryError, UnsafeEntryError, DriveIOError, naming the
+    entry as the bundle spells it.
+    """
+
+    def __init__(self, fd: int, name: Callable[[str], str]) -> None:
+        self._fd = fd
+        self._name = name
+
+    def __enter__(self) -> BundleDirectory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the directory's descriptor."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def lstat(self, entry: str) -> os.stat_result:
+        """The entry itself (a link is reported as one)."""
+        name = self._name(_entry(entry))
+        try:
+            return os.stat(entry, dir_fd=self._fd, follow_symlinks=False)
+        except OSError as e:
+            raise _refusal(name, e) from e
+
+    def open(self, entry: str) -> BinaryIO:
+        """A regular file, opened as :meth:`BundleFiles.open` opens one; a link is refused."""
+        name = self._name(_entry(entry))
+        try:
+            info = os.stat(entry, dir_fd=self._fd, follow_symlinks=False)
+        except OSError as e:
+            raise _refusal(name, e) from e
+        return _opened(_open_checked(self._fd, entry, info, name), info, name)
+
+    def read(self, entry: str, *, limit: int) -> bytes:
+        """A whole regular file of at most ``limit`` bytes (as :meth:`BundleFiles.read`)."""
+        with self.open(entry) as f:
+            return _read_bounded(f, self._name(entry), limit)
+
+    def read_head(self, entry: str, count: int) -> bytes:
+        """The first ``count`` bytes (or fewer) of a regular file."""
+        with self.open(entry) as f:
+            return _read_head(f, self._name(entry), count)
+
+
+def _entry(entry: str) -> str:
+    if "/" in entry or entry in ("", ".", ".."):
+        raise ValueError(f"{entry!r} is not a name in a directory")
+    return entry
+
+
+def _open_checked(parent: int, last: str, info: os.stat_result, name: str) -> int:
+    """Open ``last`` in ``parent`` after its ``lstat`` said it is a regular file."""
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeEntryError(name, f"is {describe_mode(info.st_mode)}, not a regular file")
+    try:
+        return os.open(last, _FILE_FLAGS, dir_fd=parent)
+    except OSError as e:
+        raise _refusal(name, e) from e
+
+
+def _opened(fd: int, info: os.stat_result, name: str) -> BinaryIO:
+    """``fd`` as a file, once ``fstat`` agrees it is the regular file ``lstat`` saw."""
+    try:
+        opened = os.fstat(fd)
+    except OSError as e:
+        os.close(fd)
+        raise DriveIOError(name, e) from e
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+        info.st_dev,
+        info.st_ino,
+    ):
+        os.close(fd)
+        raise UnsafeEntryError(name, "changed while it was being opened")
+    return os.fdopen(fd, "rb")
+
+
+def _read_bounded(f: BinaryIO, name: str, limit: int) -> bytes:
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise UnsafeEntryError(name, f"is {size} bytes, over its {limit}-byte limit")
+        data = f.read(limit + 1)
+    except OSError as e:
+        raise DriveIOError(name, e) from e
+    if len(data) > limit:
+        raise UnsafeEntryError(name, f"is over its {limit}-byte limit")
+    return data
+
+
+def _read_head(f: BinaryIO, name: str, count: int) -> bytes:
+    try:
+        return f.read(count)
+    except OSError as e:
+        raise DriveIOError(name, e) from e
 
 
 def _parts(relative: str) -> tuple[str, ...]:

@@ -28,19 +28,29 @@ import os
 import re
 import stat
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
 
-from aklited.drivefs import BundleFiles, MissingEntryError, UnsafeEntryError, describe_mode
+from aklited.drivefs import (
+    BundleDirectory,
+    BundleFiles,
+    DriveEntryError,
+    MissingEntryError,
+    UnsafeEntryError,
+    describe_mode,
+)
 from aklited.rootfs.repo import object_path, object_relpath
 from aklited.rootfs.space import TreeListing
 
 log = structlog.get_logger(__name__)
 
 _HEADER_READ = 64
-_READERS = 8
+# Header reads side by side: two threads hide most of the drive's latency; more only contend
+# for the interpreter, and the walk may run beside ostree's copy, sharing its CPU.
+_READERS = 2
 # Bounds on what one metadata object may be (ostree's own limit is 128 MiB, far above what a
 # rootfs needs): a drive cannot make the walk read without end.
 _METADATA_LIMITS = {
@@ -211,18 +221,62 @@ def parse_dirtree(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, s
 
 
 class _SourceRepo:
-    """The bundle repo, read only through the confined reader."""
+    """The bundle repo, read only through the confined reader.
+
+    Objects are looked up in their fan-out directory (``objects/ab``), resolved once: one
+    ``fstatat`` per object and no lock, so the threads sizing them run side by side. An
+    object that is a link, or whose directory cannot be used, goes the long way through
+    :class:`BundleFiles`, which follows links inside the bundle (for file objects, as
+    ostree does) and names exactly what is wrong.
+    """
 
     def __init__(self, files: BundleFiles) -> None:
         self.files = files
+        self._fan_outs: dict[str, BundleDirectory | None] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _SourceRepo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            for directory in self._fan_outs.values():
+                if directory is not None:
+                    directory.close()
+            self._fan_outs.clear()
+
+    def _fan_out(self, checksum: str) -> BundleDirectory | None:
+        prefix = checksum[:2]
+        with self._lock:
+            if prefix not in self._fan_outs:
+                try:
+                    self._fan_outs[prefix] = self.files.directory(f"objects/{prefix}")
+                except DriveEntryError:
+                    self._fan_outs[prefix] = None  # each object says what is wrong
+            return self._fan_outs[prefix]
+
+    def _lstat(self, checksum: str, objtype: str) -> tuple[BundleDirectory, os.stat_result] | None:
+        """The object itself in its fan-out directory; None: go the long way."""
+        directory = self._fan_out(checksum)
+        if directory is None:
+            return None
+        try:
+            return directory, directory.lstat(f"{checksum[2:]}.{objtype}")
+        except MissingEntryError as e:
+            raise MissingObjectError(self.files.path(object_relpath(checksum, objtype))) from e
 
     def metadata(self, checksum: str, objtype: str) -> bytes:
         """A metadata object's bytes, checked against its checksum."""
         relative = object_relpath(checksum, objtype)
+        limit = _METADATA_LIMITS[objtype]
         try:
-            # ostree does not follow a link to a metadata object (it would report the
-            # object missing, or skip a dirmeta): only files will do.
-            data = self.files.read(relative, limit=_METADATA_LIMITS[objtype], follow_last=False)
+            found = self._lstat(checksum, objtype)
+            if found is not None:
+                # ostree does not follow a link to a metadata object (it would report the
+                # object missing, or skip a dirmeta): only files will do.
+                data = found[0].read(f"{checksum[2:]}.{objtype}", limit=limit)
+            else:
+                data = self.files.read(relative, limit=limit, follow_last=False)
         except MissingEntryError as e:
             raise MissingObjectError(self.files.path(relative)) from e
         if hashlib.sha256(data).hexdigest() != checksum:
@@ -260,7 +314,11 @@ class _SourceRepo:
     def archive_size(self, checksum: str) -> int:
         relative = object_relpath(checksum, "filez")
         try:
-            head = self.files.read_head(relative, _HEADER_READ)
+            found = self._lstat(checksum, "filez")
+            if found is not None and not stat.S_ISLNK(found[1].st_mode):
+                head = found[0].read_head(f"{checksum[2:]}.filez", _HEADER_READ)
+            else:
+                head = self.files.read_head(relative, _HEADER_READ)
         except MissingEntryError as e:
             raise MissingObjectError(self.files.path(relative)) from e
         if len(head) < 16:
@@ -271,6 +329,9 @@ class _SourceRepo:
         """The archive file object is a regular file in the bundle, through links inside it
         as ostree opens it (it is not read)."""
         relative = object_relpath(checksum, "filez")
+        found = self._lstat(checksum, "filez")
+        if found is not None and stat.S_ISREG(found[1].st_mode):
+            return
         try:
             info = self.files.stat(relative)
         except MissingEntryError as e:
@@ -282,8 +343,9 @@ class _SourceRepo:
 
     def bare_size(self, checksum: str, *, links: bool) -> int:
         relative = object_relpath(checksum, "file")
+        found = self._lstat(checksum, "file")
         try:
-            info = self.files.lstat(relative)
+            info = found[1] if found is not None else self.files.lstat(relative)
         except MissingEntryError as e:
             raise MissingObjectError(self.files.path(relative)) from e
         if stat.S_ISREG(info.st_mode):
@@ -320,8 +382,8 @@ def walk_missing(
     """
     root = boundary if boundary is not None else source.parent
     base = source.relative_to(root).as_posix()
-    with BundleFiles(root, base=base) as files:
-        return _walk(_SourceRepo(files), commit, destination)[0]
+    with BundleFiles(root, base=base) as files, _SourceRepo(files) as repo:
+        return _walk(repo, commit, destination)[0]
 
 
 def check_commit(files: BundleFiles, commit: str) -> tuple[TreeListing, str]:
@@ -331,7 +393,8 @@ def check_commit(files: BundleFiles, commit: str) -> tuple[TreeListing, str]:
     The sizes of ``archive`` file objects are not read (they are 0 in the listing): the
     caller opens each object anyway to hash it, and that open checks it as the walk would.
     """
-    return _walk(_SourceRepo(files), commit, None, sized=False)
+    with _SourceRepo(files) as repo:
+        return _walk(repo, commit, None, sized=False)
 
 
 def _walk(
@@ -393,9 +456,15 @@ def _walk(
             return known_sizes[checksum]
         return repo.archive_size(checksum)
 
+    def sizes(checksums: list[str]) -> list[tuple[str, int]]:
+        return [(checksum, size(checksum)) for checksum in checksums]
+
+    # One task per fan-out directory: its objects' inodes (and headers) lie together.
+    groups: dict[str, list[str]] = {}
+    for checksum in wanted:
+        groups.setdefault(checksum[:2], []).append(checksum)
     with ThreadPoolExecutor(max_workers=_READERS) as readers:
-        sizes = list(readers.map(size, wanted))
-    missing = dict(zip(wanted, sizes, strict=True))
+        missing = dict(item for group in readers.map(sizes, groups.values()) for item in group)
     boot = sum(size for checksum, size in missing.items() if wanted[checksum])
     listing = TreeListing(
         files=missing,
