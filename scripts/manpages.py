@@ -88,7 +88,8 @@ KEYS: dict[tuple[str, str], str] = {
     ("aklited", "device_type"): f"{' or '.join(DEVICE_TYPES)}: which roots and bundles the "
     "device accepts",
     ("aklited", "kernel_cmdline"): "where the booted deployment (ostree=) is read from",
-    ("aklited", "media_root"): "where the daemon mounts drives (read-only, nosuid, nodev, noexec)",
+    ("aklited", "media_root"): "where the daemon mounts drives (read-only, nosuid, nodev, "
+    "noexec, and nosymfollow where the kernel can)",
     ("aklited", "auto_reboot"): "whether the daemon reboots when an install needs it",
     ("aklited", "reboot_delay_s"): "seconds between the end of an install and that reboot",
     ("aklited", "docker_host"): "the Docker engine's API socket",

@@ -6,7 +6,8 @@ onto the host's memory or disks, or a program run by mistake. Those flags are th
 back from the kernel's own record (``/proc/self/mountinfo``) rather than trusted to the
 mount helper: exfat-fuse, for one, drops ``noexec`` without a word, so its mount is
 re-bound with the flags and checked like any other. A mount that still lacks one is
-undone and refused.
+undone and refused. Every mount is also re-bound ``nosymfollow`` where the kernel can:
+then no link on the drive is followed by anyone, ostree included.
 
 The kernel mounts what it has a driver for; a FUSE helper is only the fallback for FAT
 and exFAT on kernels built without them, since it parses hostile data in a root process.
@@ -41,6 +42,8 @@ log = structlog.get_logger(__name__)
 
 MOUNT_OPTIONS = "ro,nosuid,nodev,noexec"
 REQUIRED_FLAGS = frozenset(MOUNT_OPTIONS.split(","))
+# Asked for as well, not required (see _rebind).
+NO_SYMLINKS = "nosymfollow"
 MOUNTINFO = Path("/proc/self/mountinfo")
 FILESYSTEMS = Path("/proc/filesystems")
 
@@ -282,6 +285,38 @@ def _mounts_of_device(devnode: str, what: str) -> list[MountEntry]:
     return mounts_of(_read_mounts(), info.st_rdev)
 
 
+async def _rebind(mountpoint: Path, plan: MountPlan, *, timeout_s: float, what: str) -> None:
+    """Bind the mount again with ``nosymfollow``, where the kernel can: then it follows no
+    link on the drive for anyone, and ostree may copy while the bundle is walked.
+
+    ``nosymfollow`` is wanted, not required (Linux 5.10, util-linux 2.38): without it the
+    bundle is walked before ostree reads it. A helper that drops flags (``plan.rebind``)
+    gets all of them back, required; any other mount keeps the flags it has, for the check
+    after this to judge.
+    """
+    target = os.fspath(mountpoint)
+    if plan.rebind:
+        flags = MOUNT_OPTIONS
+    elif (entry := await _mount_at(mountpoint)) is not None:
+        flags = ",".join(sorted(entry.options))
+    else:
+        return  # nothing mounted: the check after this says so
+    ran = await _run(
+        ("mount", "-o", f"remount,bind,{flags},{NO_SYMLINKS}", target),
+        timeout_s=timeout_s,
+        what=what,
+    )
+    if ran.returncode == 0:
+        return
+    log.info("drive mounted without nosymfollow", mountpoint=target, error=ran.detail())
+    if plan.rebind:
+        ran = await _run(
+            ("mount", "-o", f"remount,bind,{flags}", target), timeout_s=timeout_s, what=what
+        )
+        if ran.returncode != 0:
+            raise UnsafeMountError(f"{what}: cannot add {MOUNT_OPTIONS}: {ran.detail()}")
+
+
 async def _mount_at(mountpoint: Path) -> MountEntry | None:
     return find_mount(await asyncio.to_thread(_read_mounts), mountpoint)
 
@@ -371,11 +406,7 @@ async def _mount(drive: Drive, mountpoint: Path, *, timeout_s: float) -> Mounted
     ran = await _run(plan.argv, timeout_s=timeout_s, what=what)
     if ran.returncode != 0:
         raise MediaError(f"{what}: mount failed: {ran.detail()}")
-    if plan.rebind:
-        argv = ("mount", "-o", f"remount,bind,{MOUNT_OPTIONS}", os.fspath(mountpoint))
-        ran = await _run(argv, timeout_s=timeout_s, what=what)
-        if ran.returncode != 0:
-            raise UnsafeMountError(f"{what}: cannot add {MOUNT_OPTIONS}: {ran.detail()}")
+    await _rebind(mountpoint, plan, timeout_s=timeout_s, what=what)
     entry = await _mount_at(mountpoint)
     if entry is None:
         raise MediaError(f"{what}: {plan.helper} succeeded but nothing is mounted at {mountpoint}")

@@ -58,6 +58,8 @@ async def test_a_drive_is_mounted_read_only_nosuid_nodev_noexec(
 ) -> None:
     fuse_helper(fs)
     tree = tree_with_a_program(tmp_path / "tree") if fs != "exfat" else None
+    if fs == "ext4" and tree is not None:
+        (tree / "to-hello").symlink_to("hello.txt")
     drive = await attach(
         watcher, loops, make_image(fs, tmp_path / "stick.img", label="STICK", tree=tree)
     )
@@ -67,12 +69,18 @@ async def test_a_drive_is_mounted_read_only_nosuid_nodev_noexec(
         assert point == media_root / Path(drive.devnode).name
         options = mount_options(point)
         assert options is not None and options >= SAFE, options
+        # Followed by nobody, ostree included: it may copy while the bundle is walked.
+        assert "nosymfollow" in options, options
         with pytest.raises(OSError) as refused:
             (point / "new-file").write_text("x")
         assert refused.value.errno == errno.EROFS
         if tree is not None:
             assert (point / "hello.txt").read_text() == "hello from the drive\n"
             assert exec_error(point / "run-me") == errno.EACCES  # noexec
+        if fs == "ext4":
+            with pytest.raises(OSError) as not_followed:
+                (point / "to-hello").read_text()
+            assert not_followed.value.errno == errno.ELOOP
 
     assert mount_options(point) is None
     assert not point.exists()
