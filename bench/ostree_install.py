@@ -5,7 +5,8 @@ status reads) against the bare commands on the same data in the same run, each p
 the same copy: ``ostree pull-local --untrusted`` (every object checksummed, aklited's
 default) and plain ``pull-local`` (trusts the drive, as ``verify_objects=False``), each
 followed by ``ostree admin deploy``. aklited also pulls the same tree committed with
-``--generate-sizes``, whose objects' sizes it takes from the commit. Every run gets a fresh
+``--generate-sizes``, whose objects' sizes it takes from the commit. The drive is mounted
+as the daemon mounts one (read-only, ``nodev``, ``nosymfollow``). Every run gets a fresh
 sysroot, the page cache is dropped before it, the order rotates, and each timing ends with a
 ``sync``.
 
@@ -39,6 +40,8 @@ BIG_SIZE = 1024 * 1024
 SMALL_SIZE = 10 * 1024
 OSNAME = "lmp"
 AIM = 1.05
+# As the daemon mounts a drive: no link on it followed, so ostree copies while aklited walks.
+DRIVE_MOUNT = "ro,nosuid,nodev,noexec,nosymfollow"
 
 AKLITED = "aklited pull+deploy"
 AKLITED_SIZED = "aklited pull+deploy, the commit carrying ostree.sizes"
@@ -219,7 +222,7 @@ async def main(runs: int, payload: Payload) -> list[Row]:
             source = usb.mountpoint / "ostree_repo"
             commit, sized = await build_commit(work, source, payload)
             contenders[AKLITED_SIZED] = on_commit(aklited_install(verify=True), sized)
-            usb.remount(options="ro,nosuid,nodev,noexec")
+            usb.remount(options=DRIVE_MOUNT)
             timings = await time_runs(work, source, commit, contenders, runs)
     finally:
         await sim.remove_tree(work)

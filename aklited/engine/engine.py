@@ -722,8 +722,10 @@ class Engine:
     async def _pull_size(self, target: Target, src_dir: Path, rootfs_changes: bool) -> int:
         # The walk behind the size is the pull's gate: a rootfs it refuses (an object
         # missing, unsafe or corrupt), or one that does not fit even now, ends the install
-        # before anything is copied, journalled as the pull's failure.
-        if not rootfs_changes:
+        # before the apps are copied, journalled as the pull's failure. Without apps the
+        # pull is the first copy: it walks the bundle itself (beside its copy where the
+        # drive allows) and weighs its own progress.
+        if not rootfs_changes or not target.apps:
             return 0
         return await self._rootfs.pull_size(
             source_repo=src_dir / "ostree_repo", commit=target.ostree_commit

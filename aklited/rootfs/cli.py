@@ -208,6 +208,12 @@ class PullProgress:
         self.imported = 0
         self._done = 0
 
+    def weigh(self, callback: ProgressCallback | None, *, total: int) -> None:
+        """Report from now on, against ``total`` objects: for a pull started before the
+        estimate of what it copies was known (nothing is reported until then)."""
+        self._callback = callback
+        self.total = max(total, 1)
+
     def report(self, done: int, message: str) -> None:
         """Pass progress on; it never goes backwards and never exceeds the total."""
         self._done = max(self._done, min(done, self.total))

@@ -329,15 +329,6 @@ class OstreeSysroot:
             "available; free space on the device and retry"
         )
 
-    async def _space_needed(self, source_repo: Path, commit: str) -> SpaceEstimate:
-        """The estimate for a pull: over the walk :meth:`estimate_space` kept, if it walked
-        this commit of this very repo in this engine call, with the free space as it is
-        now."""
-        walked, self._walked = self._walked, None
-        if walked is None or walked[0] != await _walk_key(source_repo, commit):
-            return await self.estimate_space(source_repo=source_repo, commit=commit)
-        return await asyncio.to_thread(ostree_space.estimate, self.repo, walked[1])
-
     async def pull(
         self,
         *,
@@ -375,9 +366,80 @@ class OstreeSysroot:
             if on_progress is not None:  # nothing to copy: no bytes to weigh
                 on_progress(0, 0, f"commit {commit} already present")
             return PullResult(commit=commit, pulled=False)
+        walked = await self._kept_walk(source_repo, commit)
+        if walked is None and await _kernel_guarded(source_repo):
+            return await self._pull_beside_walk(
+                source_repo, commit, on_progress=on_progress, on_space_checked=on_space_checked
+            )
         # The walk behind the estimate is also the gate: it checks every object ostree will
         # read from the drive (and hashes the commit and the tree) before ostree sees it.
-        estimate = await self._space_needed(source_repo, commit)
+        estimate = await self._space_now(source_repo, commit, walked)
+        if on_space_checked is not None:
+            on_space_checked()
+        progress = PullProgress(
+            _in_bytes(on_progress, estimate.missing_bytes), total=estimate.missing_objects
+        )
+        progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
+        await self._copy(source_repo, commit, progress)
+        return await self._pulled(commit, progress, estimate)
+
+    async def _pull_beside_walk(
+        self,
+        source_repo: Path,
+        commit: str,
+        *,
+        on_progress: ProgressCallback | None,
+        on_space_checked: Callable[[], None] | None,
+    ) -> PullResult:
+        """The pull with the walk beside it, on a drive the kernel keeps from reaching out.
+
+        On a mount that is read-only, ``nodev`` and ``nosymfollow`` (as the daemon mounts
+        drives), ostree cannot follow a link anywhere nor open a device: the walk is left
+        two jobs, both safe to do while ostree copies. A FIFO where an object should be
+        blocks ostree's open until the walk finds it and the copy is stopped; an update
+        that does not fit stops the copy once the walk has sized it (ostree's own reserve
+        keeps the disk from filling meanwhile). Either way the walk's refusal is what is
+        raised. What ostree opens first (the repo's config, the commit) is checked before
+        it starts.
+        """
+        try:
+            await asyncio.to_thread(ostree_walk.check_repo_entry, source_repo, commit)
+        except _BUNDLE_ERRORS as e:
+            raise _refused(e, source_repo, commit) from e
+        progress = PullProgress(None, total=0)
+        copying = asyncio.ensure_future(self._copy(source_repo, commit, progress))
+        try:
+            estimate = await self._space_now(source_repo, commit, None)
+        except BaseException:
+            copying.cancel()
+            await asyncio.gather(copying, return_exceptions=True)
+            raise
+        if on_space_checked is not None:
+            on_space_checked()
+        progress.weigh(
+            _in_bytes(on_progress, estimate.missing_bytes), total=estimate.missing_objects
+        )
+        progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
+        await copying
+        return await self._pulled(commit, progress, estimate)
+
+    async def _kept_walk(self, source_repo: Path, commit: str) -> ostree_space.TreeListing | None:
+        """The walk :meth:`estimate_space` kept, if it walked this commit of this very repo
+        in this engine call (taken: a later pull walks again)."""
+        walked, self._walked = self._walked, None
+        if walked is None or walked[0] != await _walk_key(source_repo, commit):
+            return None
+        return walked[1]
+
+    async def _space_now(
+        self, source_repo: Path, commit: str, walked: ostree_space.TreeListing | None
+    ) -> SpaceEstimate:
+        """The space check of a pull: over ``walked``, or a walk now, with the free space
+        as it is now. Raises RootfsNoSpaceError (60) when the commit does not fit."""
+        if walked is None:
+            estimate = await self.estimate_space(source_repo=source_repo, commit=commit)
+        else:
+            estimate = await asyncio.to_thread(ostree_space.estimate, self.repo, walked)
         log.info(
             "ostree space check",
             commit=commit,
@@ -387,12 +449,9 @@ class OstreeSysroot:
         )
         if not estimate.fits:
             raise self._no_space(commit, estimate)
-        if on_space_checked is not None:
-            on_space_checked()
-        progress = PullProgress(
-            _in_bytes(on_progress, estimate.missing_bytes), total=estimate.missing_objects
-        )
-        progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
+        return estimate
+
+    async def _copy(self, source_repo: Path, commit: str, progress: PullProgress) -> None:
         args = [f"--repo={self.repo}", "pull-local"]
         if self.verify_objects:
             args.append("--untrusted")
@@ -403,6 +462,10 @@ class OstreeSysroot:
             on_line=progress.on_line,
             classify=_pull_failure,
         )
+
+    async def _pulled(
+        self, commit: str, progress: PullProgress, estimate: SpaceEstimate
+    ) -> PullResult:
         # Same bytes as the bundle's verified commit object: hashing them again is enough.
         await self._verify_commit(self.repo, commit, where="the sysroot repo")
         # ostree's summary line may not come (its console output changes between versions).
@@ -578,6 +641,22 @@ async def _walk_key(source_repo: Path, commit: str) -> _WalkKey:
     except OSError as e:
         raise RootfsCopyError(f"cannot read {source_repo}: {e.strerror}") from e
     return str(source_repo), commit, st.st_dev, st.st_ino
+
+
+# statvfs flags: read-only, no device nodes, no symlink followed (Linux 5.10; Python 3.11's
+# os module does not name the last one).
+_ST_NOSYMFOLLOW = 0x2000
+_GUARDED = os.ST_RDONLY | os.ST_NODEV | _ST_NOSYMFOLLOW
+
+
+async def _kernel_guarded(source_repo: Path) -> bool:
+    """True when the bundle repo lies on a mount that is read-only, ``nodev`` and
+    ``nosymfollow``: no process can follow a link on it or open a device through it."""
+    try:
+        flags = (await asyncio.to_thread(os.statvfs, source_repo)).f_flag
+    except OSError:
+        return False  # the walk first says what is wrong with it
+    return flags & _GUARDED == _GUARDED
 
 
 async def _checked_listing(

@@ -386,6 +386,21 @@ def walk_missing(
         return _walk(repo, commit, destination)[0]
 
 
+def check_repo_entry(source: Path, commit: str, *, boundary: Path | None = None) -> None:
+    """Check what ``ostree pull-local`` opens of ``source`` before it walks the tree: the
+    repo's directories and ``config``, the commit (hashed against its name) and its
+    detached metadata. A few small reads.
+
+    Raises what :func:`walk_missing` raises.
+    """
+    root = boundary if boundary is not None else source.parent
+    base = source.relative_to(root).as_posix()
+    with BundleFiles(root, base=base) as files, _SourceRepo(files) as repo:
+        repo.check_layout(commit)
+        repo.mode()
+        repo.metadata(commit, "commit")
+
+
 def check_commit(files: BundleFiles, commit: str) -> tuple[TreeListing, str]:
     """:func:`walk_missing` against an empty destination: every object of the commit is
     checked, and every file object listed. Also returns the repo mode.

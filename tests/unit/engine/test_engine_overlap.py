@@ -155,3 +155,18 @@ async def test_a_rootfs_that_does_not_fit_even_now_copies_no_app(rig: Rig) -> No
 
     assert "apps.copy" not in rig.device.faults.calls
     await assert_failed_and_settled(rig, StatusCode.NO_SPACE, str(Phase.PULLING))
+
+
+async def test_without_apps_the_pull_sizes_itself(rig: Rig) -> None:
+    # Nothing is copied before the pull: its own walk is the gate, beside its copy where
+    # the drive allows, and the progress is the pull's alone.
+    target = make_target(2, apps=())
+
+    assert (await rig.engine.install(rig.bundle(target))).code == StatusCode.NEEDS_REBOOT
+
+    assert "rootfs.pull_size" not in rig.device.faults.calls
+    assert "rootfs.pull" in rig.device.faults.calls
+    assert rig.device.rootfs.pulled == [target.ostree_commit]
+    percents = [percent for percent, _ in rig.observer.progress]
+    assert percents[-1] == 100
+    assert len(set(percents)) > 2  # weighed by the pull's own bytes as they are copied

@@ -1,0 +1,175 @@
+"""On a drive mounted read-only, ``nodev`` and ``nosymfollow`` (as the daemon mounts one),
+ostree copies while the bundle is walked: the kernel keeps ostree from following a link or
+opening a device, and the walk, beside it, still refuses a FIFO, a link out of the bundle
+or an update that does not fit, stopping the copy. Elsewhere the walk comes first."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+import aklited_sim as sim
+from aklited.errors import RootfsError
+from aklited.outcomes import StatusCode
+from aklited.rootfs.space import SpaceEstimate
+from aklited.rootfs.sysroot import OstreeSysroot
+from aklited_sim import SimDevice
+from aklited_sim.loopfs import LoopFs, loop_ext4
+from tests.integration.ostree.support import BundleRepo, requirements
+
+pytestmark = [*requirements, pytest.mark.timeout(120)]
+
+GUARDED = "ro,nosuid,nodev,noexec,nosymfollow"
+UNGUARDED = "ro,nosuid,nodev,noexec"
+
+
+class Copy:
+    """The ``ostree pull-local`` a rootfs runs: when it began, and its process."""
+
+    def __init__(self, rootfs: OstreeSysroot, tmp_path: Path) -> None:
+        # ostree, once started, names its process here (and waits for it to be read).
+        self.began = tmp_path / "pull-local.began"
+        os.mkfifo(self.began)
+        wrapper = tmp_path / "ostree"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'case " $* " in *" pull-local "*) echo $$ > {self.began};; esac\n'
+            f'exec {rootfs.ostree_bin} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        rootfs.ostree_bin = str(wrapper)
+        self.pid = 0
+
+    async def wait_begun(self) -> None:
+        self.pid = int((await asyncio.to_thread(self.began.read_text)).strip())
+
+    async def gone(self) -> bool:
+        """The process ended and was reaped."""
+        return not await asyncio.to_thread(Path(f"/proc/{self.pid}").exists)
+
+
+def walk_once_copying(rootfs: OstreeSysroot, copy: Copy) -> list[None]:
+    """Each walk begins only once ostree's copy has (so ostree is at work when the walk
+    finds anything); a walk before the copy would wait for ever. Walks are counted."""
+    walks: list[None] = []
+    walk = rootfs.estimate_space
+
+    async def walk_later(**kwargs: Any) -> SpaceEstimate:
+        await copy.wait_begun()
+        walks.append(None)
+        return await walk(**kwargs)
+
+    rootfs.estimate_space = walk_later  # type: ignore[method-assign]
+    return walks
+
+
+def a_file_object(repo: Path) -> Path:
+    return max(repo.glob("objects/*/*.filez"), key=lambda p: p.stat().st_size)
+
+
+async def test_a_guarded_drive_is_copied_while_it_is_walked(
+    device: SimDevice, bundle: BundleRepo, usb: LoopFs, tmp_path: Path
+) -> None:
+    commit = await bundle.commit("2", random_mib=4)
+    usb.remount(options=GUARDED)
+    rootfs = device.rootfs()
+    copy = Copy(rootfs, tmp_path)
+    walks = walk_once_copying(rootfs, copy)
+    seen: list[tuple[int, int]] = []
+    checked: list[None] = []
+
+    result = await rootfs.pull(
+        source_repo=bundle.repo,
+        commit=commit,
+        on_progress=lambda done, total, _message: seen.append((done, total)),
+        on_space_checked=lambda: checked.append(None),
+    )
+
+    assert walks == [None]
+    assert checked == [None]  # once, when the walk, begun after the copy, sized it
+    assert result.pulled and result.estimate is not None and result.estimate.fits
+    # Progress starts once the walk sized the copy, in its bytes, and ends at them.
+    assert seen[0][0] == 0 and seen[-1] == (result.estimate.missing_bytes,) * 2
+    assert {total for _, total in seen} == {result.estimate.missing_bytes}
+    assert result.estimate.missing_bytes >= 4 * 1024 * 1024
+    await rootfs.deploy(commit=commit)
+    assert await rootfs.pending_commit() == commit
+
+
+async def test_elsewhere_the_walk_comes_before_ostree(
+    device: SimDevice, bundle: BundleRepo, usb: LoopFs
+) -> None:
+    commit = await bundle.commit("2")
+    usb.remount(options=UNGUARDED)  # links would be followed: ostree must wait
+
+    with capture_logs() as logs:
+        assert (await device.rootfs().pull(source_repo=bundle.repo, commit=commit)).pulled
+
+    events = ["copy" if "pull-local" in entry.get("argv", ()) else entry["event"] for entry in logs]
+    assert events.index("ostree space check") < events.index("copy")
+
+
+def fifo(target: Path, _outside: Path) -> None:
+    os.mkfifo(target)
+
+
+def link_out(target: Path, outside: Path) -> None:
+    target.symlink_to(outside)
+
+
+@pytest.mark.parametrize("hazard", [(fifo, "a FIFO"), (link_out, "outside the bundle")])
+async def test_what_the_walk_refuses_stops_the_copy(
+    device: SimDevice, bundle: BundleRepo, usb: LoopFs, tmp_path: Path, hazard: Any
+) -> None:
+    make, says = hazard
+    commit = await bundle.commit("2", random_mib=4)
+    victim = a_file_object(bundle.repo)
+    outside = tmp_path / "host-file"
+    outside.write_bytes(victim.read_bytes())  # what a link out would find: valid bytes
+    victim.unlink()
+    make(victim, outside)
+    usb.remount(options=GUARDED)
+    rootfs = device.rootfs()
+    copy = Copy(rootfs, tmp_path)
+    walk_once_copying(rootfs, copy)
+
+    with pytest.raises(RootfsError) as caught:
+        await rootfs.pull(source_repo=bundle.repo, commit=commit)
+
+    # The walk's refusal, naming the entry: not what ostree made of it (a FIFO blocks it,
+    # a link it may not follow fails its copy).
+    assert caught.value.code == StatusCode.VERIFICATION_FAILED
+    assert says in caught.value.message
+    assert victim.name in caught.value.message
+    assert await copy.gone()
+    assert not await rootfs.has_commit(commit)
+
+
+async def test_an_update_that_does_not_fit_stops_the_copy(
+    bundle: BundleRepo, usb: LoopFs, tmp_path: Path
+) -> None:
+    commit = await bundle.commit("2", random_mib=40)
+    usb.remount(options=GUARDED)
+    with loop_ext4(tmp_path / "small.img", size_mib=48, mountpoint=tmp_path / "small") as small:
+        device = await sim.make_device(small.mountpoint / "device", version="1")
+        rootfs = device.rootfs()
+        copy = Copy(rootfs, tmp_path)
+        walk_once_copying(rootfs, copy)
+        free_before = shutil.disk_usage(small.mountpoint).free
+
+        with pytest.raises(RootfsError) as caught:
+            await rootfs.pull(source_repo=bundle.repo, commit=commit)
+
+        assert caught.value.code == StatusCode.NO_SPACE
+        assert "not enough space" in caught.value.message
+        assert await copy.gone()
+        assert not await rootfs.has_commit(commit)
+        # ostree's own reserve kept the disk from filling while the walk sized the update.
+        assert shutil.disk_usage(small.mountpoint).free > 0.02 * free_before
+        await sim.remove_tree(device.root)
