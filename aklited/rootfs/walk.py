@@ -22,7 +22,6 @@ with a 4-byte big-endian header length and 4 bytes of padding, then the header v
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import os
 import re
@@ -63,6 +62,10 @@ _CONFIG_LIMIT = 64 << 10
 _OBJECT_TYPE_FILE = 1  # OSTREE_OBJECT_TYPE_FILE, the last byte of an ``ostree.sizes`` entry
 # Directories ostree opens in a repo it reads from.
 _REPO_DIRS = ("objects", "tmp", "tmp/cache", "state", "refs")
+# Repo modes whose objects the walk knows (a bare-split-xattrs repo has more kinds).
+_REPO_MODES = frozenset({"archive", "archive-z2", "bare", "bare-user", "bare-user-only"})
+# Keys that make ostree open a repo or files named by the config, not in the bundle.
+_OUTSIDE_KEYS = frozenset({"parent", "add-remotes-config-dir"})
 _BOOT_FILE = re.compile(r"^/usr/lib/modules/[^/]+/(vmlinuz|initramfs\.img|dtb/.*)$")
 
 
@@ -220,6 +223,44 @@ def parse_dirtree(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, s
     return files, dirs
 
 
+def repo_mode(config: str, name: str = "config") -> str:
+    """The mode of a bundle repo from its ``config``, parsed as GLib's key files are (as
+    ostree reads it: ``key=value`` only, case-sensitive), so that the walk checks the very
+    objects ostree will open.
+
+    Raises:
+        CorruptObjectError: not a key file; a ``[core]`` key given twice; a mode the walk
+            does not know; a ``parent`` repo or a remotes directory, which ostree would
+            open outside the bundle.
+    """
+    core: dict[str, str] = {}
+    group = None
+    for number, raw in enumerate(config.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise CorruptObjectError(f"{name} line {number}: not a group header")
+            group = line[1:-1]
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or group is None:
+            raise CorruptObjectError(f"{name} line {number}: not a key=value line in a group")
+        if group != "core":
+            continue
+        key = key.strip()
+        if key in core:
+            raise CorruptObjectError(f"{name} gives core.{key} twice")
+        core[key] = value.strip()
+    if refused := sorted(_OUTSIDE_KEYS & core.keys()):
+        raise CorruptObjectError(f"{name} sets core.{refused[0]}, which leads outside the bundle")
+    mode = core.get("mode", "bare")
+    if mode not in _REPO_MODES:
+        raise CorruptObjectError(f"{name} has mode {mode!r}, not one a bundle repo may have")
+    return mode
+
+
 class _SourceRepo:
     """The bundle repo, read only through the confined reader.
 
@@ -286,17 +327,15 @@ class _SourceRepo:
         return data
 
     def mode(self) -> str:
+        """The repo's mode, read from ``config`` as ostree reads it."""
+        name = self.files.name("config")
         try:
             text = self.files.read("config", limit=_CONFIG_LIMIT).decode("utf-8")
-            parser = configparser.ConfigParser(interpolation=None, strict=False)
-            parser.read_string(text)
         except MissingEntryError as e:
             raise MissingObjectError(self.files.path("config")) from e
-        except (UnicodeDecodeError, configparser.Error) as e:
-            raise CorruptObjectError(
-                f"{self.files.name('config')} is not an OSTree config: {e}"
-            ) from e
-        return parser.get("core", "mode", fallback="bare")
+        except UnicodeDecodeError as e:
+            raise CorruptObjectError(f"{name} is not an OSTree config: {e}") from e
+        return repo_mode(text, name)
 
     def check_layout(self, commit: str) -> None:
         """The directories ostree opens, and the commit's side files, are what they claim."""
