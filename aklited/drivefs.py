@@ -86,15 +86,20 @@ class BundleFiles:
             store); links may still lead anywhere inside ``root``.
         label: how the root is named in messages (default: nothing, paths read
             ``ostree_repo/config``).
+        follow_links: False refuses every link met on the way (for a drive mounted
+            ``nosymfollow``, on which no other reader could follow one either).
 
     Safe to share between threads. Close it (or use it as a context manager) to release
     the directory descriptors it caches.
     """
 
-    def __init__(self, root: Path, *, base: str = "", label: str = "") -> None:
+    def __init__(
+        self, root: Path, *, base: str = "", label: str = "", follow_links: bool = True
+    ) -> None:
         self.root = root
         self._base = _parts(base)
         self._label = label
+        self._follow_links = follow_links
         self._lock = threading.Lock()
         self._root_fd: int | None = None
         self._dirs: dict[tuple[str, ...], int] = {}
@@ -209,10 +214,14 @@ class BundleFiles:
         name = self.name(relative)
         with self._lock:
             canonical = self._resolve_dir(relative, name)
+            if not canonical:
+                raise UnsafeEntryError(name or ".", "is the bundle root, not a directory in it")
+            # Its own descriptor, not one of the cache's (which may close them).
+            parent = self._dir_fd(canonical[:-1], name)
             try:
-                fd = os.dup(self._dir_fd(canonical, name))
+                fd = os.open(canonical[-1], _DIR_FLAGS, dir_fd=parent)
             except OSError as e:
-                raise DriveIOError(name, e) from e
+                raise _refusal(name, e) from e
         return BundleDirectory(fd, lambda entry: self.name(f"{relative}/{entry}"))
 
     def list_dir(self, relative: str, *, limit: int = MAX_DIR_ENTRIES) -> list[str]:
@@ -341,6 +350,14 @@ class BundleFiles:
                 raise _refusal(name, e) from e
             is_last = not any(p not in ("", ".") for p in pending)
             if stat.S_ISLNK(info.st_mode) and (follow_last or not is_last):
+                if not self._follow_links:
+                    link = "/".join((*resolved, component))
+                    raise UnsafeEntryError(
+                        name,
+                        "is a symlink where none may be"
+                        if is_last
+                        else f"has {link} as a symlink where none may be",
+                    )
                 hops += 1
                 if hops > MAX_LINK_HOPS:
                     raise UnsafeEntryError(name, "is a symlink loop")

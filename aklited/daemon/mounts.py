@@ -301,14 +301,20 @@ async def _rebind(mountpoint: Path, plan: MountPlan, *, timeout_s: float, what: 
         flags = ",".join(sorted(entry.options))
     else:
         return  # nothing mounted: the check after this says so
-    ran = await _run(
-        ("mount", "-o", f"remount,bind,{flags},{NO_SYMLINKS}", target),
-        timeout_s=timeout_s,
-        what=what,
-    )
-    if ran.returncode == 0:
-        return
-    log.info("drive mounted without nosymfollow", mountpoint=target, error=ran.detail())
+    try:
+        ran = await _run(
+            ("mount", "-o", f"remount,bind,{flags},{NO_SYMLINKS}", target),
+            timeout_s=timeout_s,
+            what=what,
+        )
+        if ran.returncode == 0:
+            return
+        failure = ran.detail()
+    except MediaError as e:  # timed out, or mount could not run: wanted, not required
+        if plan.rebind:
+            raise
+        failure = str(e)
+    log.info("drive mounted without nosymfollow", mountpoint=target, error=failure)
     if plan.rebind:
         ran = await _run(
             ("mount", "-o", f"remount,bind,{flags}", target), timeout_s=timeout_s, what=what

@@ -78,8 +78,9 @@ class RootfsPort(Protocol):
     ) -> object:
         """Copy ``commit`` from the bundle's repo (60 no space, 50 copy, 70 mismatch).
 
-        ``on_space_checked`` is called once the space check passed, before the copy writes
-        (or once the commit turns out to be there already, when there is nothing to write).
+        ``on_space_checked`` is called once the space check passed: nothing else should
+        write before it (the copy itself may have begun, where the adapter checks beside
+        it), or once the commit turns out to be there already.
         """
         ...
 

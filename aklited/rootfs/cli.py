@@ -98,10 +98,12 @@ async def run_ostree(
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
-    except OSError as e:
+    except BaseException as e:  # a cancellation too: asyncio stops the child, the pty is ours
         if master is not None:
             os.close(master)
-        raise error(f"{what} failed: cannot run {ostree_bin}: {e}") from e
+        if isinstance(e, OSError):
+            raise error(f"{what} failed: cannot run {ostree_bin}: {e}") from e
+        raise
     finally:
         if slave is not None:
             os.close(slave)  # the child holds its own copy; EOF arrives when it exits
@@ -213,6 +215,7 @@ class PullProgress:
         estimate of what it copies was known (nothing is reported until then)."""
         self._callback = callback
         self.total = max(total, 1)
+        self._done = 0  # what came before was counted against no total
 
     def report(self, done: int, message: str) -> None:
         """Pass progress on; it never goes backwards and never exceeds the total."""

@@ -41,3 +41,9 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 16):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def mark_partial(repo: Path, commit: str) -> None:
+    """Mark ``commit`` as pulled half-way, as ostree does: :func:`has_commit` is then
+    False, and the next pull of it checks every object again."""
+    (repo / "state" / f"{commit}.commitpartial").touch()

@@ -110,12 +110,31 @@ def _blocks(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
-def estimate(repo: Path, listing: TreeListing) -> SpaceEstimate:
+@dataclass(frozen=True, slots=True)
+class FreeSpace:
+    """The sysroot file system's free space, and what ostree insists stays free."""
+
+    free_bytes: int
+    reserved_bytes: int
+
+
+def free_space(repo: Path) -> FreeSpace:
+    """What is free now on ``repo``'s file system, and ostree's reserve there. Blocking."""
+    fs = os.statvfs(repo)
+    return FreeSpace(
+        free_bytes=fs.f_bavail * fs.f_frsize,
+        reserved_bytes=reserved_bytes(repo, total_bytes=fs.f_blocks * fs.f_frsize),
+    )
+
+
+def estimate(repo: Path, listing: TreeListing, free: FreeSpace | None = None) -> SpaceEstimate:
     """Estimate what pulling and deploying the listed commit needs in ``repo``. Blocking.
 
     Args:
         repo: the sysroot repo (``<sysroot>/ostree/repo``), mode ``bare``.
         listing: the commit's tree, from :func:`parse_tree_listing`.
+        free: the free space to weigh it against (default: as it is now); a pull that
+            has begun to write passes what was free before it began.
     """
     missing_objects = 1  # the commit object itself
     missing_bytes = 0
@@ -132,13 +151,13 @@ def estimate(repo: Path, listing: TreeListing) -> SpaceEstimate:
             used += BLOCK
     used += listing.directories * BLOCK + _blocks(listing.boot_bytes)
     required = used + int(used * MARGIN_RATIO) + MARGIN_FIXED
-    fs = os.statvfs(repo)
+    free = free or free_space(repo)
     return SpaceEstimate(
         missing_objects=missing_objects,
         missing_bytes=missing_bytes,
         required_bytes=required,
-        free_bytes=fs.f_bavail * fs.f_frsize,
-        reserved_bytes=reserved_bytes(repo, total_bytes=fs.f_blocks * fs.f_frsize),
+        free_bytes=free.free_bytes,
+        reserved_bytes=free.reserved_bytes,
     )
 
 

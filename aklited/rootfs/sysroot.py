@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -50,6 +51,7 @@ from aklited.rootfs import walk as ostree_walk
 from aklited.rootfs.cli import ProgressCallback, PullProgress, run_ostree
 from aklited.rootfs.space import SpaceEstimate
 from aklited.rootfs.status import Deployment, SysrootStatus
+from aklited.tasks import to_completion
 
 __all__ = [
     "Deployment",
@@ -77,7 +79,7 @@ class PullResult:
         commit: the commit now in the sysroot repo.
         pulled: False when the commit was already there and nothing was copied.
         objects: objects ostree reported as imported.
-        estimate: the space check made before the pull (None when nothing was pulled).
+        estimate: the pull's space check (None when nothing was pulled).
     """
 
     commit: str
@@ -287,11 +289,17 @@ class OstreeSysroot:
         _check_commit_name(commit)
         return await asyncio.to_thread(ostree_repo.has_commit, self.repo, commit)
 
-    async def estimate_space(self, *, source_repo: Path, commit: str) -> SpaceEstimate:
+    async def estimate_space(
+        self, *, source_repo: Path, commit: str, free: ostree_space.FreeSpace | None = None
+    ) -> SpaceEstimate:
         """Estimate what pulling and deploying ``commit`` from ``source_repo`` needs.
 
         Within :meth:`kept_readings` the walk behind it is kept for the next :meth:`pull`
-        of that commit from that repo (free space is read again then).
+        of that commit from that repo (free space is read again then). On a drive mounted
+        ``nosymfollow`` a link in the repo is refused: ostree could not follow it.
+
+        Args:
+            free: weigh it against this (default: the free space now).
 
         Raises:
             RootfsCopyError: 50 when the bundle repo lacks an object of the commit or the
@@ -304,7 +312,7 @@ class OstreeSysroot:
         listing = await _checked_listing(source_repo, commit, self.repo)
         if self._keeping:
             self._walked = (await _walk_key(source_repo, commit), listing)
-        return await asyncio.to_thread(ostree_space.estimate, self.repo, listing)
+        return await asyncio.to_thread(ostree_space.estimate, self.repo, listing, free)
 
     async def pull_size(self, *, source_repo: Path, commit: str) -> int:
         """The content bytes a :meth:`pull` of ``commit`` copies; 0 when it is present.
@@ -347,8 +355,9 @@ class OstreeSysroot:
             commit: the sha256 TUF named for the target.
             on_progress: called with (bytes done, bytes to copy, ostree's message): the
                 content bytes the commit lacks, spread over the objects ostree reports.
-            on_space_checked: called once the space check passed, before ostree writes
-                (or once the commit is found present: nothing will be written).
+            on_space_checked: called once the space check passed (on a drive the kernel
+                guards ostree may have begun meanwhile: the check weighs the space free
+                before it did), or once the commit is found present.
 
         Raises:
             RootfsCopyError: 50 the bundle repo lacks the commit or objects, or the copy
@@ -394,34 +403,51 @@ class OstreeSysroot:
         """The pull with the walk beside it, on a drive the kernel keeps from reaching out.
 
         On a mount that is read-only, ``nodev`` and ``nosymfollow`` (as the daemon mounts
-        drives), ostree cannot follow a link anywhere nor open a device: the walk is left
-        two jobs, both safe to do while ostree copies. A FIFO where an object should be
-        blocks ostree's open until the walk finds it and the copy is stopped; an update
-        that does not fit stops the copy once the walk has sized it (ostree's own reserve
-        keeps the disk from filling meanwhile). Either way the walk's refusal is what is
-        raised. What ostree opens first (the repo's config, the commit) is checked before
-        it starts.
+        drives), ostree can neither follow a link nor open a device: the walk is left
+        jobs that may be done while ostree copies. A link (inside the bundle or not) is
+        refused, since ostree could not follow it. A FIFO where an object should be
+        blocks ostree's open until the walk finds it. An update that does not fit is
+        found once the walk has sized it against the space free before ostree began
+        (ostree's own reserve holds meanwhile). A refusal stops ostree, removes what it
+        staged (or, had it finished, marks the commit partial), and is what is raised.
+        What ostree opens first (the repo's config, the commit) is checked before it
+        starts.
         """
         try:
-            await asyncio.to_thread(ostree_walk.check_repo_entry, source_repo, commit)
+            await asyncio.to_thread(
+                ostree_walk.check_repo_entry, source_repo, commit, follow_links=False
+            )
         except _BUNDLE_ERRORS as e:
             raise _refused(e, source_repo, commit) from e
+        free = await asyncio.to_thread(ostree_space.free_space, self.repo)
+        staged = await asyncio.to_thread(_staging_entries, self.repo)
         progress = PullProgress(None, total=0)
         copying = asyncio.ensure_future(self._copy(source_repo, commit, progress))
         try:
-            estimate = await self._space_now(source_repo, commit, None)
+            estimate = await self._space_now(source_repo, commit, None, free=free)
+            if on_space_checked is not None:
+                on_space_checked()
         except BaseException:
-            copying.cancel()
-            await asyncio.gather(copying, return_exceptions=True)
+            await to_completion(lambda: self._stop_copy(copying, commit, staged))
             raise
-        if on_space_checked is not None:
-            on_space_checked()
-        progress.weigh(
-            _in_bytes(on_progress, estimate.missing_bytes), total=estimate.missing_objects
-        )
+        weighed = _in_bytes(on_progress, estimate.missing_bytes)
+        progress.weigh(weighed, total=estimate.missing_objects)
         progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
-        await copying
+        await copying  # a cancellation of the caller stops ostree with it
         return await self._pulled(commit, progress, estimate)
+
+    async def _stop_copy(
+        self, copying: asyncio.Future[None], commit: str, staged: frozenset[str]
+    ) -> None:
+        """Stop ostree's copy and leave the sysroot repo as it was before it."""
+        copying.cancel()
+        (ended,) = await asyncio.gather(copying, return_exceptions=True)
+        if ended is None:  # it had finished: the commit is there, but was refused
+            await asyncio.to_thread(ostree_repo.mark_partial, self.repo, commit)
+            log.info("refused commit marked partial", commit=commit)
+        else:
+            removed = await asyncio.to_thread(_remove_staging, self.repo, staged)
+            log.info("ostree stopped", commit=commit, staging_removed=removed)
 
     async def _kept_walk(self, source_repo: Path, commit: str) -> ostree_space.TreeListing | None:
         """The walk :meth:`estimate_space` kept, if it walked this commit of this very repo
@@ -432,14 +458,19 @@ class OstreeSysroot:
         return walked[1]
 
     async def _space_now(
-        self, source_repo: Path, commit: str, walked: ostree_space.TreeListing | None
+        self,
+        source_repo: Path,
+        commit: str,
+        walked: ostree_space.TreeListing | None,
+        *,
+        free: ostree_space.FreeSpace | None = None,
     ) -> SpaceEstimate:
-        """The space check of a pull: over ``walked``, or a walk now, with the free space
-        as it is now. Raises RootfsNoSpaceError (60) when the commit does not fit."""
+        """The space check of a pull: over ``walked``, or a walk now, against ``free`` (by
+        default the free space now). Raises RootfsNoSpaceError (60) when it does not fit."""
         if walked is None:
-            estimate = await self.estimate_space(source_repo=source_repo, commit=commit)
+            estimate = await self.estimate_space(source_repo=source_repo, commit=commit, free=free)
         else:
-            estimate = await asyncio.to_thread(ostree_space.estimate, self.repo, walked)
+            estimate = await asyncio.to_thread(ostree_space.estimate, self.repo, walked, free)
         log.info(
             "ostree space check",
             commit=commit,
@@ -649,14 +680,37 @@ _ST_NOSYMFOLLOW = 0x2000
 _GUARDED = os.ST_RDONLY | os.ST_NODEV | _ST_NOSYMFOLLOW
 
 
+async def _mount_flags(source_repo: Path) -> int:
+    """The flags of the mount the bundle repo lies on (0 when it cannot be read: the walk
+    says what is wrong with it)."""
+    try:
+        return (await asyncio.to_thread(os.statvfs, source_repo)).f_flag
+    except OSError:
+        return 0
+
+
 async def _kernel_guarded(source_repo: Path) -> bool:
     """True when the bundle repo lies on a mount that is read-only, ``nodev`` and
     ``nosymfollow``: no process can follow a link on it or open a device through it."""
-    try:
-        flags = (await asyncio.to_thread(os.statvfs, source_repo)).f_flag
-    except OSError:
-        return False  # the walk first says what is wrong with it
-    return flags & _GUARDED == _GUARDED
+    return await _mount_flags(source_repo) & _GUARDED == _GUARDED
+
+
+def _staging_entries(repo: Path) -> frozenset[str]:
+    """What ostree's transactions staged in the repo's ``tmp`` (directories and locks)."""
+    return frozenset(p.name for p in (repo / "tmp").iterdir() if p.name.startswith("staging-"))
+
+
+def _remove_staging(repo: Path, kept: frozenset[str]) -> int:
+    """Remove what a stopped ostree staged, all but ``kept`` (there before it began)."""
+    removed = 0
+    for name in _staging_entries(repo) - kept:
+        path = repo / "tmp" / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 async def _checked_listing(
@@ -669,8 +723,11 @@ async def _checked_listing(
             drive cannot be read.
         RootfsCorruptError: 70 when an object is unsafe or does not match its name.
     """
+    follow_links = not await _mount_flags(source_repo) & _ST_NOSYMFOLLOW
     try:
-        return await asyncio.to_thread(ostree_walk.walk_missing, source_repo, commit, destination)
+        return await asyncio.to_thread(
+            ostree_walk.walk_missing, source_repo, commit, destination, follow_links=follow_links
+        )
     except _BUNDLE_ERRORS as e:
         raise _refused(e, source_repo, commit) from e
 

@@ -1,11 +1,15 @@
-"""Walk a commit's tree straight from a bundle repo's object files: the gate before ostree.
+"""Walk a commit's tree straight from a bundle repo's object files: ostree's gate.
 
-Everything ``ostree pull-local`` will open in the bundle repo is checked here first, through
+Everything ``ostree pull-local`` will open in the bundle repo is checked here, through
 :class:`~aklited.drivefs.BundleFiles`, so ostree never meets a FIFO, a device or a link out
-of the bundle: the repo's directories and ``config``, the commit (hashed against its name),
-its detached metadata, every dirtree and dirmeta of its tree (hashed against their names,
-so a parse failure is the object's fault), and every file object the sysroot repo lacks
-(a regular file; a symlink too in a ``bare`` repo, which ostree reads with ``readlink``).
+of the bundle: the repo's directories and ``config`` (read as ostree reads it), the commit
+(hashed against its name), its detached metadata, every dirtree and dirmeta of its tree
+(hashed against their names, so a parse failure is the object's fault), and every file
+object the sysroot repo lacks (a regular file; a symlink too in a ``bare`` repo, which
+ostree reads with ``readlink``). The walk runs before ostree starts, or beside it where the
+kernel itself keeps ostree from following links and opening devices on the drive (see
+:meth:`aklited.rootfs.sysroot.OstreeSysroot.pull`); the config and the commit are always
+checked first (:func:`check_repo_entry`).
 
 The same walk feeds the space estimate. ``ostree ls -R -C`` would read the header of every
 file object; walking the dirtree objects costs one read per directory, and only the objects
@@ -28,6 +32,7 @@ import re
 import stat
 import struct
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -268,7 +273,7 @@ class _SourceRepo:
     ``fstatat`` per object and no lock, so the threads sizing them run side by side. An
     object that is a link, or whose directory cannot be used, goes the long way through
     :class:`BundleFiles`, which follows links inside the bundle (for file objects, as
-    ostree does) and names exactly what is wrong.
+    ostree does where the drive allows links) and names exactly what is wrong.
     """
 
     def __init__(self, files: BundleFiles) -> None:
@@ -397,7 +402,12 @@ class _SourceRepo:
 
 
 def walk_missing(
-    source: Path, commit: str, destination: Path, *, boundary: Path | None = None
+    source: Path,
+    commit: str,
+    destination: Path,
+    *,
+    boundary: Path | None = None,
+    follow_links: bool = True,
 ) -> TreeListing:
     """Check everything ostree will read of ``commit`` in ``source`` and list what
     ``destination`` lacks.
@@ -407,6 +417,8 @@ def walk_missing(
         commit: the commit checksum.
         destination: the sysroot repo (``bare``).
         boundary: the bundle root no path may leave (default: ``source``'s parent).
+        follow_links: False refuses every link (a drive mounted ``nosymfollow``, on which
+            ostree cannot follow one either).
 
     Returns:
         A listing of the missing file objects with their sizes, all metadata objects of the
@@ -421,11 +433,16 @@ def walk_missing(
     """
     root = boundary if boundary is not None else source.parent
     base = source.relative_to(root).as_posix()
-    with BundleFiles(root, base=base) as files, _SourceRepo(files) as repo:
+    with (
+        BundleFiles(root, base=base, follow_links=follow_links) as files,
+        _SourceRepo(files) as repo,
+    ):
         return _walk(repo, commit, destination)[0]
 
 
-def check_repo_entry(source: Path, commit: str, *, boundary: Path | None = None) -> None:
+def check_repo_entry(
+    source: Path, commit: str, *, boundary: Path | None = None, follow_links: bool = True
+) -> None:
     """Check what ``ostree pull-local`` opens of ``source`` before it walks the tree: the
     repo's directories and ``config``, the commit (hashed against its name) and its
     detached metadata. A few small reads.
@@ -434,7 +451,10 @@ def check_repo_entry(source: Path, commit: str, *, boundary: Path | None = None)
     """
     root = boundary if boundary is not None else source.parent
     base = source.relative_to(root).as_posix()
-    with BundleFiles(root, base=base) as files, _SourceRepo(files) as repo:
+    with (
+        BundleFiles(root, base=base, follow_links=follow_links) as files,
+        _SourceRepo(files) as repo,
+    ):
         repo.check_layout(commit)
         repo.mode()
         repo.metadata(commit, "commit")
@@ -510,15 +530,7 @@ def _walk(
             return known_sizes[checksum]
         return repo.archive_size(checksum)
 
-    def sizes(checksums: list[str]) -> list[tuple[str, int]]:
-        return [(checksum, size(checksum)) for checksum in checksums]
-
-    # One task per fan-out directory: its objects' inodes (and headers) lie together.
-    groups: dict[str, list[str]] = {}
-    for checksum in wanted:
-        groups.setdefault(checksum[:2], []).append(checksum)
-    with ThreadPoolExecutor(max_workers=_READERS) as readers:
-        missing = dict(item for group in readers.map(sizes, groups.values()) for item in group)
+    missing = _sized(wanted, size)
     boot = sum(size for checksum, size in missing.items() if wanted[checksum])
     listing = TreeListing(
         files=missing,
@@ -527,3 +539,21 @@ def _walk(
         boot_bytes=boot,
     )
     return listing, mode
+
+
+def _sized(checksums: Iterable[str], size: Callable[[str], int]) -> dict[str, int]:
+    """``size`` of every object, read one task per fan-out directory (its objects' inodes
+    and headers lie together) by a few threads."""
+    groups: dict[str, list[str]] = {}
+    for checksum in checksums:
+        groups.setdefault(checksum[:2], []).append(checksum)
+
+    def sizes(group: list[str]) -> list[tuple[str, int]]:
+        return [(checksum, size(checksum)) for checksum in group]
+
+    readers = ThreadPoolExecutor(max_workers=_READERS)
+    try:
+        return dict(item for group in readers.map(sizes, groups.values()) for item in group)
+    finally:
+        # After a refusal the groups not yet begun are not read (ostree may be copying).
+        readers.shutdown(cancel_futures=True)

@@ -123,7 +123,27 @@ def link_out(target: Path, outside: Path) -> None:
     target.symlink_to(outside)
 
 
-@pytest.mark.parametrize("hazard", [(fifo, "a FIFO"), (link_out, "outside the bundle")])
+def link_inside(target: Path, _outside: Path) -> None:
+    # ostree could not follow it on this drive: refused, not left to fail ostree's copy.
+    moved = target.parent.parent.parent.parent / "elsewhere" / target.name
+    moved.parent.mkdir()
+    moved.write_bytes(_outside.read_bytes())
+    target.symlink_to(Path("../../../elsewhere") / target.name)
+
+
+def staging(rootfs: OstreeSysroot) -> list[str]:
+    return sorted(p.name for p in (rootfs.repo / "tmp").iterdir() if p.name.startswith("staging"))
+
+
+@pytest.mark.parametrize(
+    "hazard",
+    [
+        (fifo, "a FIFO"),
+        (link_out, "a symlink where none may be"),
+        (link_inside, "a symlink where none may be"),
+    ],
+    ids=["fifo", "link-out", "link-inside"],
+)
 async def test_what_the_walk_refuses_stops_the_copy(
     device: SimDevice, bundle: BundleRepo, usb: LoopFs, tmp_path: Path, hazard: Any
 ) -> None:
@@ -149,6 +169,7 @@ async def test_what_the_walk_refuses_stops_the_copy(
     assert victim.name in caught.value.message
     assert await copy.gone()
     assert not await rootfs.has_commit(commit)
+    assert await asyncio.to_thread(staging, rootfs) == []  # what ostree staged is gone
 
 
 async def test_an_update_that_does_not_fit_stops_the_copy(
@@ -166,10 +187,51 @@ async def test_an_update_that_does_not_fit_stops_the_copy(
         with pytest.raises(RootfsError) as caught:
             await rootfs.pull(source_repo=bundle.repo, commit=commit)
 
+        # The walk's verdict, weighed against the space free before ostree began.
         assert caught.value.code == StatusCode.NO_SPACE
-        assert "not enough space" in caught.value.message
+        assert f"not enough space in {device.sysroot}" in caught.value.message
         assert await copy.gone()
         assert not await rootfs.has_commit(commit)
-        # ostree's own reserve kept the disk from filling while the walk sized the update.
-        assert shutil.disk_usage(small.mountpoint).free > 0.02 * free_before
+        # What ostree wrote meanwhile is gone: a retry after freeing space sees it all.
+        assert await asyncio.to_thread(staging, rootfs) == []
+        free_after = shutil.disk_usage(small.mountpoint).free
+        assert abs(free_after - free_before) < 1024 * 1024
         await sim.remove_tree(device.root)
+
+
+async def test_a_commit_refused_after_ostree_copied_it_counts_as_not_pulled(
+    device: SimDevice, bundle: BundleRepo, usb: LoopFs, tmp_path: Path
+) -> None:
+    commit = await bundle.commit("2", random_mib=2)
+    usb.remount(options=GUARDED)
+    rootfs = device.rootfs()
+    ended = tmp_path / "pull-local.ended"
+    os.mkfifo(ended)
+    wrapper = tmp_path / "ostree"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'{rootfs.ostree_bin} "$@"; status=$?\n'
+        f'case " $* " in *" pull-local "*) echo $status > {ended};; esac\n'
+        "exit $status\n"
+    )
+    wrapper.chmod(0o755)
+    rootfs.ostree_bin = str(wrapper)
+    refusal = RootfsError("the walk refused it")
+
+    async def refuse_once_copied(**_kwargs: Any) -> SpaceEstimate:
+        assert (await asyncio.to_thread(ended.read_text)).strip() == "0"
+        raise refusal
+
+    rootfs.estimate_space = refuse_once_copied  # type: ignore[method-assign]
+
+    with pytest.raises(RootfsError) as caught:
+        await rootfs.pull(source_repo=bundle.repo, commit=commit)
+
+    assert caught.value is refusal
+    # ostree had it all, yet it counts as half-pulled: the next pull checks it all again.
+    marker = rootfs.repo / "state" / f"{commit}.commitpartial"
+    assert await asyncio.to_thread(marker.exists)
+    assert not await rootfs.has_commit(commit)
+    retry = device.rootfs()
+    assert (await retry.pull(source_repo=bundle.repo, commit=commit)).pulled
+    assert await retry.has_commit(commit)

@@ -159,3 +159,46 @@ def test_listing_is_bounded(bundle: Path) -> None:
         assert len(files.list_dir("many", limit=11)) == 11
         with pytest.raises(UnsafeEntryError, match="more than 10 entries"):
             files.list_dir("many", limit=10)
+
+
+def test_a_directory_looks_entries_up_by_name_without_following_links(bundle: Path) -> None:
+    fan_out = bundle / "repo" / "objects" / "ab"
+    (fan_out / "ef.file").symlink_to("../../../elsewhere/copy")
+    os.mkfifo(fan_out / "ff.dirtree")
+    (bundle / "repo" / "objects" / "01").symlink_to("ab")  # the directory itself may be one
+    with BundleFiles(bundle) as files, files.directory("repo/objects/01") as directory:
+        assert directory.read("cd.dirtree", limit=4) == b"tree"
+        assert directory.read_head("cd.dirtree", 2) == b"tr"
+        assert stat.S_ISLNK(directory.lstat("ef.file").st_mode)
+        with pytest.raises(UnsafeEntryError, match="symlink") as link:
+            directory.read("ef.file", limit=10)
+        assert link.value.path == "repo/objects/01/ef.file"
+        with pytest.raises(UnsafeEntryError, match="FIFO"):
+            directory.read_head("ff.dirtree", 1)
+        with pytest.raises(UnsafeEntryError, match="limit"):
+            directory.read("cd.dirtree", limit=3)
+        with pytest.raises(MissingEntryError):
+            directory.lstat("00.file")
+        with pytest.raises(ValueError, match="not a name"):
+            directory.lstat("../config")
+
+
+def test_a_directory_out_of_the_bundle_is_refused(bundle: Path) -> None:
+    (bundle / "repo" / "objects" / "02").symlink_to(bundle.parent)
+    with BundleFiles(bundle) as files, pytest.raises(UnsafeEntryError, match="outside"):
+        files.directory("repo/objects/02")
+
+
+def test_without_following_links_every_link_is_refused(bundle: Path) -> None:
+    (bundle / "repo" / "objects" / "ab" / "ef.file").symlink_to("../../../elsewhere/copy")
+    (bundle / "repo" / "objects" / "01").symlink_to("ab")
+    with BundleFiles(bundle, follow_links=False) as files:
+        assert files.read("repo/objects/ab/cd.dirtree", limit=4) == b"tree"
+        with pytest.raises(UnsafeEntryError, match="is a symlink where none may be"):
+            files.read("repo/objects/ab/ef.file", limit=10)
+        with pytest.raises(UnsafeEntryError, match="has repo/objects/01 as a symlink"):
+            files.read("repo/objects/01/cd.dirtree", limit=10)
+        with pytest.raises(UnsafeEntryError, match="symlink"):
+            files.directory("repo/objects/01")
+        # lstat still reports a link as itself: nothing is followed.
+        assert stat.S_ISLNK(files.lstat("repo/objects/ab/ef.file").st_mode)
