@@ -441,13 +441,13 @@ class OstreeSysroot:
     ) -> None:
         """Stop ostree's copy and leave the sysroot repo as it was before it."""
         copying.cancel()
-        (ended,) = await asyncio.gather(copying, return_exceptions=True)
-        if ended is None:  # it had finished: the commit is there, but was refused
+        await asyncio.gather(copying, return_exceptions=True)
+        removed = await asyncio.to_thread(_remove_staging, self.repo, staged)
+        log.info("ostree stopped", commit=commit, staging_removed=removed)
+        # It may have committed its transaction before it was stopped, however it ended.
+        if await self.has_commit(commit):
             await asyncio.to_thread(ostree_repo.mark_partial, self.repo, commit)
             log.info("refused commit marked partial", commit=commit)
-        else:
-            removed = await asyncio.to_thread(_remove_staging, self.repo, staged)
-            log.info("ostree stopped", commit=commit, staging_removed=removed)
 
     async def _kept_walk(self, source_repo: Path, commit: str) -> ostree_space.TreeListing | None:
         """The walk :meth:`estimate_space` kept, if it walked this commit of this very repo
