@@ -13,7 +13,7 @@ aklited/docker (aim: <= 1.10) and peak RSS per size (aim: flat as images grow; t
 it to the daemon's 80 MiB install budget, the issue giving no figure of its own).
 
 Run: .venv/bin/python bench/apps_load.py [--quick] [--rows FILE] [--images 4]
-[--small-mib 50] [--large-mib 100] [--repeats 3]
+[--small-mib 50] [--large-mib 100] [--repeats 5]
 (--quick: 25 and 50 MiB layers)
 """
 
@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--small-mib", type=int)
     parser.add_argument("--large-mib", type=int)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     add_rows_option(parser)
     args = parser.parse_args()

@@ -17,12 +17,13 @@ extended to loop devices, its own Docker engine for apps):
 * rootfs+apps: 150 MiB of random rootfs files and two apps whose images each carry one
   75 MiB layer of random bytes (gzip level 1) on top of busybox.
 
-Each on three drives: the disk image as fast as this machine reads it (a virtual disk, far
-faster than any USB stick), and read at 40 MB/s (a USB 2.0 stick) and at 100 MB/s (a modest
-USB 3 stick). The slow drives are the blkio (v1) cgroup's read limit on every loop device,
-for this process and everything it starts (udevd, the daemon, ostree, dd): baseline and
-install read the drive through the same limit; writes and the device's own disk are left
-alone.
+Each on four drives: the disk image as fast as this machine reads it (a virtual disk, far
+faster than any USB stick, and than ostree verifies objects), and read at 40 MB/s (a USB 2.0
+stick), at 100 MB/s (a modest USB 3 stick) and at 180 MB/s (the loop-mounted drive the
+install was first measured on: 283 MB in 1.54 s). The slow drives are the blkio (v1)
+cgroup's read limit on every loop device, for this process and everything it starts (udevd,
+the daemon, ostree, dd): baseline and install read the drive through the same limit; writes
+and the device's own disk are left alone.
 
 ``--quick``: 80 MiB (rootfs-only), 40 + 40 MiB (rootfs+apps), 40 and 20 + 20 MiB on the slow
 drives, 2 runs per kind; else 5. ``--kind`` picks kinds by their title.
@@ -146,6 +147,9 @@ KINDS = (
     Kind("rootfs+apps", apps=True, full=Sizes(150, 150), quick=Sizes(20, 20), drive_mb_s=40),
     Kind("rootfs-only", apps=False, full=Sizes(280), quick=Sizes(40), drive_mb_s=100),
     Kind("rootfs+apps", apps=True, full=Sizes(150, 150), quick=Sizes(20, 20), drive_mb_s=100),
+    # As fast as the drive the first profile of an install read its bundle from.
+    Kind("rootfs-only", apps=False, full=Sizes(280), quick=Sizes(40), drive_mb_s=180),
+    Kind("rootfs+apps", apps=True, full=Sizes(150, 150), quick=Sizes(20, 20), drive_mb_s=180),
 )
 
 
