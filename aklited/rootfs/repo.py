@@ -9,6 +9,7 @@ commit's name.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 
@@ -46,4 +47,15 @@ def sha256_file(path: Path) -> str:
 def mark_partial(repo: Path, commit: str) -> None:
     """Mark ``commit`` as pulled half-way, as ostree does: :func:`has_commit` is then
     False, and the next pull of it checks every object again."""
-    (repo / "state" / f"{commit}.commitpartial").touch()
+    state = repo / "state"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    marker = os.open(state / f"{commit}.commitpartial", flags, 0o644)
+    try:
+        os.fsync(marker)
+    finally:
+        os.close(marker)
+    directory = os.open(state, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(directory)  # a power cut must not make it count as pulled again
+    finally:
+        os.close(directory)

@@ -24,6 +24,7 @@ Typical use by the engine::
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import re
 import shutil
@@ -376,7 +377,9 @@ class OstreeSysroot:
                 on_progress(0, 0, f"commit {commit} already present")
             return PullResult(commit=commit, pulled=False)
         walked = await self._kept_walk(source_repo, commit)
-        if walked is None and await _kernel_guarded(source_repo):
+        # Beside the walk only where ostree verifies every object itself: trusting the
+        # drive, what it imported before the walk refused would stay in the repo unverified.
+        if walked is None and self.verify_objects and await _kernel_guarded(source_repo):
             return await self._pull_beside_walk(
                 source_repo, commit, on_progress=on_progress, on_space_checked=on_space_checked
             )
@@ -411,7 +414,7 @@ class OstreeSysroot:
         (ostree's own reserve holds meanwhile). A refusal stops ostree, removes what it
         staged (or, had it finished, marks the commit partial), and is what is raised.
         What ostree opens first (the repo's config, the commit) is checked before it
-        starts.
+        starts. Only where ostree verifies every object (``verify_objects``).
         """
         try:
             await asyncio.to_thread(
@@ -420,7 +423,6 @@ class OstreeSysroot:
         except _BUNDLE_ERRORS as e:
             raise _refused(e, source_repo, commit) from e
         free = await asyncio.to_thread(ostree_space.free_space, self.repo)
-        staged = await asyncio.to_thread(_staging_entries, self.repo)
         progress = PullProgress(None, total=0)
         copying = asyncio.ensure_future(self._copy(source_repo, commit, progress))
         try:
@@ -428,7 +430,7 @@ class OstreeSysroot:
             if on_space_checked is not None:
                 on_space_checked()
         except BaseException:
-            await to_completion(lambda: self._stop_copy(copying, commit, staged))
+            await to_completion(lambda: self._stop_copy(copying, commit))
             raise
         weighed = _in_bytes(on_progress, estimate.missing_bytes)
         progress.weigh(weighed, total=estimate.missing_objects)
@@ -436,18 +438,20 @@ class OstreeSysroot:
         await copying  # a cancellation of the caller stops ostree with it
         return await self._pulled(commit, progress, estimate)
 
-    async def _stop_copy(
-        self, copying: asyncio.Future[None], commit: str, staged: frozenset[str]
-    ) -> None:
+    async def _stop_copy(self, copying: asyncio.Future[None], commit: str) -> None:
         """Stop ostree's copy and leave the sysroot repo as it was before it."""
         copying.cancel()
         await asyncio.gather(copying, return_exceptions=True)
-        removed = await asyncio.to_thread(_remove_staging, self.repo, staged)
-        log.info("ostree stopped", commit=commit, staging_removed=removed)
         # It may have committed its transaction before it was stopped, however it ended.
         if await self.has_commit(commit):
             await asyncio.to_thread(ostree_repo.mark_partial, self.repo, commit)
             log.info("refused commit marked partial", commit=commit)
+        try:
+            removed = await asyncio.to_thread(_remove_staging, self.repo)
+        except OSError as e:  # the refusal is what matters; ostree reuses what is left
+            log.warning("cannot remove what ostree staged", commit=commit, error=str(e))
+        else:
+            log.info("ostree stopped", commit=commit, staging_removed=removed)
 
     async def _kept_walk(self, source_repo: Path, commit: str) -> ostree_space.TreeListing | None:
         """The walk :meth:`estimate_space` kept, if it walked this commit of this very repo
@@ -695,21 +699,32 @@ async def _kernel_guarded(source_repo: Path) -> bool:
     return await _mount_flags(source_repo) & _GUARDED == _GUARDED
 
 
-def _staging_entries(repo: Path) -> frozenset[str]:
-    """What ostree's transactions staged in the repo's ``tmp`` (directories and locks)."""
-    return frozenset(p.name for p in (repo / "tmp").iterdir() if p.name.startswith("staging-"))
-
-
-def _remove_staging(repo: Path, kept: frozenset[str]) -> int:
-    """Remove what a stopped ostree staged, all but ``kept`` (there before it began)."""
+def _remove_staging(repo: Path) -> int:
+    """Remove the staging directories in the repo's ``tmp`` that no ostree holds, as
+    ostree's own clean-up does (it holds ``<dir>-lock`` while it writes into one, and
+    would reuse one left unlocked). Returns how many were removed. Blocking."""
+    tmp = repo / "tmp"
+    try:
+        names = [p.name for p in tmp.iterdir() if p.name.startswith("staging-")]
+    except FileNotFoundError:
+        return 0
     removed = 0
-    for name in _staging_entries(repo) - kept:
-        path = repo / "tmp" / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed += 1
+    for name in names:
+        path = tmp / name
+        if name.endswith("-lock") or path.is_symlink() or not path.is_dir():
+            continue
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        lock = os.open(tmp / f"{name}-lock", flags, 0o600)
+        try:
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # an ostree is writing into it
+            shutil.rmtree(path)
+            (tmp / f"{name}-lock").unlink()
+            removed += 1
+        finally:
+            os.close(lock)
     return removed
 
 

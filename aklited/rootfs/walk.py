@@ -71,6 +71,9 @@ _REPO_DIRS = ("objects", "tmp", "tmp/cache", "state", "refs")
 _REPO_MODES = frozenset({"archive", "archive-z2", "bare", "bare-user", "bare-user-only"})
 # Keys that make ostree open a repo or files named by the config, not in the bundle.
 _OUTSIDE_KEYS = frozenset({"parent", "add-remotes-config-dir"})
+# A key file as GLib reads it: blanks it strips, and what a plain config holds.
+_BLANKS = " \t"
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e\t\n]")
 _BOOT_FILE = re.compile(r"^/usr/lib/modules/[^/]+/(vmlinuz|initramfs\.img|dtb/.*)$")
 
 
@@ -230,34 +233,40 @@ def parse_dirtree(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, s
 
 def repo_mode(config: str, name: str = "config") -> str:
     """The mode of a bundle repo from its ``config``, parsed as GLib's key files are (as
-    ostree reads it: ``key=value`` only, case-sensitive), so that the walk checks the very
-    objects ostree will open.
+    ostree reads it: lines split at ``\\n`` only, ``key=value``, case-sensitive keys, ASCII
+    blanks stripped before a key or value and after a key, never after a value), so that
+    the walk checks the very objects ostree will open.
 
     Raises:
-        CorruptObjectError: not a key file; a ``[core]`` key given twice; a mode the walk
-            does not know; a ``parent`` repo or a remotes directory, which ostree would
-            open outside the bundle.
+        CorruptObjectError: not a plain ASCII key file; a ``[core]`` key given twice; a
+            mode the walk does not know; a ``parent`` repo or a remotes directory, which
+            ostree would open outside the bundle.
     """
+    # Anything else (another line break, a Unicode blank) GLib and Python split or strip
+    # differently: a config of plain printable ASCII has one reading.
+    if bad := _NOT_PLAIN.search(config.replace("\r\n", "\n")):
+        raise CorruptObjectError(f"{name} holds {bad[0]!r}, not plain ASCII text")
     core: dict[str, str] = {}
     group = None
-    for number, raw in enumerate(config.splitlines(), start=1):
-        line = raw.strip()
+    for number, raw in enumerate(config.replace("\r\n", "\n").split("\n"), start=1):
+        line = raw.lstrip(_BLANKS)
         if not line or line.startswith("#"):
             continue
         if line.startswith("["):
-            if not line.endswith("]"):
+            header = line.rstrip(_BLANKS)
+            if not header.endswith("]") or "]" in header[:-1]:
                 raise CorruptObjectError(f"{name} line {number}: not a group header")
-            group = line[1:-1]
+            group = header[1:-1]
             continue
         key, sep, value = line.partition("=")
         if not sep or group is None:
             raise CorruptObjectError(f"{name} line {number}: not a key=value line in a group")
         if group != "core":
             continue
-        key = key.strip()
+        key = key.rstrip(_BLANKS)
         if key in core:
             raise CorruptObjectError(f"{name} gives core.{key} twice")
-        core[key] = value.strip()
+        core[key] = value.lstrip(_BLANKS)
     if refused := sorted(_OUTSIDE_KEYS & core.keys()):
         raise CorruptObjectError(f"{name} sets core.{refused[0]}, which leads outside the bundle")
     mode = core.get("mode", "bare")

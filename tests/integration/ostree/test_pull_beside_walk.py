@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 import aklited_sim as sim
 from aklited.errors import RootfsError
 from aklited.outcomes import StatusCode
+from aklited.rootfs import sysroot
+from aklited.rootfs.cli import run_ostree
 from aklited.rootfs.space import SpaceEstimate
 from aklited.rootfs.sysroot import OstreeSysroot
 from aklited_sim import SimDevice
@@ -102,17 +103,46 @@ async def test_a_guarded_drive_is_copied_while_it_is_walked(
     assert await rootfs.pending_commit() == commit
 
 
-async def test_elsewhere_the_walk_comes_before_ostree(
-    device: SimDevice, bundle: BundleRepo, usb: LoopFs
+@pytest.mark.parametrize(
+    ("options", "verify"),
+    [
+        (UNGUARDED, True),  # links would be followed: ostree must wait
+        # Trusting the drive, what ostree imported before a refusal would stay unverified.
+        (GUARDED, False),
+    ],
+    ids=["no-nosymfollow", "trusting"],
+)
+async def test_elsewhere_the_walk_comes_before_ostree(  # noqa: PLR0917
+    device: SimDevice,
+    bundle: BundleRepo,
+    usb: LoopFs,
+    monkeypatch: pytest.MonkeyPatch,
+    options: str,
+    verify: bool,
 ) -> None:
     commit = await bundle.commit("2")
-    usb.remount(options=UNGUARDED)  # links would be followed: ostree must wait
+    usb.remount(options=options)
+    rootfs = device.rootfs(verify_objects=verify)
+    events: list[str] = []
+    run = run_ostree
+    walk = rootfs.estimate_space
 
-    with capture_logs() as logs:
-        assert (await device.rootfs().pull(source_repo=bundle.repo, commit=commit)).pulled
+    async def noting_run(args: list[str], **kwargs: Any) -> Any:
+        if "pull-local" in args:
+            events.append("copy")
+        return await run(args, **kwargs)
 
-    events = ["copy" if "pull-local" in entry.get("argv", ()) else entry["event"] for entry in logs]
-    assert events.index("ostree space check") < events.index("copy")
+    async def noting_walk(**kwargs: Any) -> SpaceEstimate:
+        estimate = await walk(**kwargs)
+        events.append("walked")
+        return estimate
+
+    monkeypatch.setattr(sysroot, "run_ostree", noting_run)
+    rootfs.estimate_space = noting_walk  # type: ignore[method-assign]
+
+    assert (await rootfs.pull(source_repo=bundle.repo, commit=commit)).pulled
+
+    assert events == ["walked", "copy"]
 
 
 def fifo(target: Path, _outside: Path) -> None:
@@ -156,6 +186,10 @@ async def test_what_the_walk_refuses_stops_the_copy(
     make(victim, outside)
     usb.remount(options=GUARDED)
     rootfs = device.rootfs()
+    # Left by an earlier pull that was stopped: ostree would write into it again.
+    leftover = rootfs.repo / "tmp" / "staging-leftover"
+    leftover.mkdir()
+    (leftover / "object").write_bytes(b"half-written")
     copy = Copy(rootfs, tmp_path)
     walk_once_copying(rootfs, copy)
 
@@ -169,7 +203,8 @@ async def test_what_the_walk_refuses_stops_the_copy(
     assert victim.name in caught.value.message
     assert await copy.gone()
     assert not await rootfs.has_commit(commit)
-    assert await asyncio.to_thread(staging, rootfs) == []  # what ostree staged is gone
+    # What ostree staged, or could have written into, is gone.
+    assert await asyncio.to_thread(staging, rootfs) == []
 
 
 async def test_an_update_that_does_not_fit_stops_the_copy(

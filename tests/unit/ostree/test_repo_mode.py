@@ -12,7 +12,9 @@ from aklited.rootfs.walk import CorruptObjectError, repo_mode
     ("config", "mode"),
     [
         ("[core]\nrepo_version=1\nmode=archive-z2\n", "archive-z2"),
-        ("# made by the factory\n[core]\n  mode = archive \n", "archive"),
+        ("# made by the factory\n[core]\n  mode = archive\n", "archive"),
+        ("[core]\r\nrepo_version=1\r\nmode=archive-z2\r\n", "archive-z2"),
+        ("[core]  \nmode\t=\tarchive\n", "archive"),
         ("[core]\nrepo_version=1\n", "bare"),  # ostree's default
         # Keys are case-sensitive and only "=" separates: ostree reads "mode" alone.
         ("[core]\nmode=archive-z2\nMode=bare\n", "archive-z2"),
@@ -36,6 +38,13 @@ def test_the_mode_ostree_reads(config: str, mode: str) -> None:
         ("mode=archive\n", "not a key=value line in a group"),
         ("[core\nmode=archive\n", "not a group header"),
         ("[core]\nmode archive\n", "not a key=value line"),
+        # GLib keeps a blank after a value: ostree would not know "archive ".
+        ("[core]\nmode=archive \n", "mode 'archive '"),
+        # Read one way by GLib and another by Python: refused outright.
+        ("[core]\nrepo_version=1\nx=\r[r]\nmode=archive-z2\n", "not plain ASCII"),
+        ("[core]\nrepo_version=1\n\u00a0mode=archive-z2\n", "not plain ASCII"),
+        ("[core]\nmode=archive\x1c\n", "not plain ASCII"),
+        ("[core]]\nmode=archive\n", "not a group header"),
     ],
 )
 def test_a_config_ostree_would_read_otherwise_is_refused(config: str, says: str) -> None:
