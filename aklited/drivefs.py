@@ -416,23 +416,22 @@ class BundleDirectory:
         except OSError as e:
             raise _refusal(name, e) from e
 
-    def open(self, entry: str) -> BinaryIO:
-        """A regular file, opened as :meth:`BundleFiles.open` opens one; a link is refused."""
+    def open(self, entry: str, *, info: os.stat_result | None = None) -> BinaryIO:
+        """A regular file, opened as :meth:`BundleFiles.open` opens one; a link is refused.
+        ``info``: the entry's :meth:`lstat`, when the caller took it already."""
         name = self._name(_entry(entry))
-        try:
-            info = os.stat(entry, dir_fd=self._fd, follow_symlinks=False)
-        except OSError as e:
-            raise _refusal(name, e) from e
+        if info is None:
+            info = self.lstat(entry)
         return _opened(_open_checked(self._fd, entry, info, name), info, name)
 
-    def read(self, entry: str, *, limit: int) -> bytes:
+    def read(self, entry: str, *, limit: int, info: os.stat_result | None = None) -> bytes:
         """A whole regular file of at most ``limit`` bytes (as :meth:`BundleFiles.read`)."""
-        with self.open(entry) as f:
+        with self.open(entry, info=info) as f:
             return _read_bounded(f, self._name(entry), limit)
 
-    def read_head(self, entry: str, count: int) -> bytes:
+    def read_head(self, entry: str, count: int, *, info: os.stat_result | None = None) -> bytes:
         """The first ``count`` bytes (or fewer) of a regular file."""
-        with self.open(entry) as f:
+        with self.open(entry, info=info) as f:
             return _read_head(f, self._name(entry), count)
 
 

@@ -32,9 +32,11 @@ import re
 import stat
 import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 
@@ -244,11 +246,12 @@ def repo_mode(config: str, name: str = "config") -> str:
     """
     # Anything else (another line break, a Unicode blank) GLib and Python split or strip
     # differently: a config of plain printable ASCII has one reading.
-    if bad := _NOT_PLAIN.search(config.replace("\r\n", "\n")):
+    text = config.replace("\r\n", "\n")
+    if bad := _NOT_PLAIN.search(text):
         raise CorruptObjectError(f"{name} holds {bad[0]!r}, not plain ASCII text")
     core: dict[str, str] = {}
     group = None
-    for number, raw in enumerate(config.replace("\r\n", "\n").split("\n"), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.lstrip(_BLANKS)
         if not line or line.startswith("#"):
             continue
@@ -273,6 +276,14 @@ def repo_mode(config: str, name: str = "config") -> str:
     if mode not in _REPO_MODES:
         raise CorruptObjectError(f"{name} has mode {mode!r}, not one a bundle repo may have")
     return mode
+
+
+class _Found(NamedTuple):
+    """An object as its fan-out directory holds it (``info``: its lstat)."""
+
+    directory: BundleDirectory
+    entry: str
+    info: os.stat_result
 
 
 class _SourceRepo:
@@ -310,13 +321,14 @@ class _SourceRepo:
                     self._fan_outs[prefix] = None  # each object says what is wrong
             return self._fan_outs[prefix]
 
-    def _lstat(self, checksum: str, objtype: str) -> tuple[BundleDirectory, os.stat_result] | None:
+    def _lstat(self, checksum: str, objtype: str) -> _Found | None:
         """The object itself in its fan-out directory; None: go the long way."""
         directory = self._fan_out(checksum)
         if directory is None:
             return None
+        entry = f"{checksum[2:]}.{objtype}"
         try:
-            return directory, directory.lstat(f"{checksum[2:]}.{objtype}")
+            return _Found(directory, entry, directory.lstat(entry))
         except MissingEntryError as e:
             raise MissingObjectError(self.files.path(object_relpath(checksum, objtype))) from e
 
@@ -329,7 +341,7 @@ class _SourceRepo:
             if found is not None:
                 # ostree does not follow a link to a metadata object (it would report the
                 # object missing, or skip a dirmeta): only files will do.
-                data = found[0].read(f"{checksum[2:]}.{objtype}", limit=limit)
+                data = found.directory.read(found.entry, limit=limit, info=found.info)
             else:
                 data = self.files.read(relative, limit=limit, follow_last=False)
         except MissingEntryError as e:
@@ -368,8 +380,8 @@ class _SourceRepo:
         relative = object_relpath(checksum, "filez")
         try:
             found = self._lstat(checksum, "filez")
-            if found is not None and not stat.S_ISLNK(found[1].st_mode):
-                head = found[0].read_head(f"{checksum[2:]}.filez", _HEADER_READ)
+            if found is not None and not stat.S_ISLNK(found.info.st_mode):
+                head = found.directory.read_head(found.entry, _HEADER_READ, info=found.info)
             else:
                 head = self.files.read_head(relative, _HEADER_READ)
         except MissingEntryError as e:
@@ -383,7 +395,7 @@ class _SourceRepo:
         as ostree opens it (it is not read)."""
         relative = object_relpath(checksum, "filez")
         found = self._lstat(checksum, "filez")
-        if found is not None and stat.S_ISREG(found[1].st_mode):
+        if found is not None and stat.S_ISREG(found.info.st_mode):
             return
         try:
             info = self.files.stat(relative)
@@ -398,7 +410,7 @@ class _SourceRepo:
         relative = object_relpath(checksum, "file")
         found = self._lstat(checksum, "file")
         try:
-            info = found[1] if found is not None else self.files.lstat(relative)
+            info = found.info if found is not None else self.files.lstat(relative)
         except MissingEntryError as e:
             raise MissingObjectError(self.files.path(relative)) from e
         if stat.S_ISREG(info.st_mode):
@@ -440,12 +452,7 @@ def walk_missing(
         aklited.drivefs.DriveEntryError: an entry is unsafe (a link out of the bundle, a
             FIFO, a device...), or the drive could not be read.
     """
-    root = boundary if boundary is not None else source.parent
-    base = source.relative_to(root).as_posix()
-    with (
-        BundleFiles(root, base=base, follow_links=follow_links) as files,
-        _SourceRepo(files) as repo,
-    ):
+    with _bundle_repo(source, boundary, follow_links) as repo:
         return _walk(repo, commit, destination)[0]
 
 
@@ -458,15 +465,23 @@ def check_repo_entry(
 
     Raises what :func:`walk_missing` raises.
     """
+    with _bundle_repo(source, boundary, follow_links) as repo:
+        repo.check_layout(commit)
+        repo.mode()
+        repo.metadata(commit, "commit")
+
+
+@contextmanager
+def _bundle_repo(source: Path, boundary: Path | None, follow_links: bool) -> Iterator[_SourceRepo]:
+    """``source`` read through the confined reader, from ``boundary`` (default: its
+    parent), which no path may leave."""
     root = boundary if boundary is not None else source.parent
     base = source.relative_to(root).as_posix()
     with (
         BundleFiles(root, base=base, follow_links=follow_links) as files,
         _SourceRepo(files) as repo,
     ):
-        repo.check_layout(commit)
-        repo.mode()
-        repo.metadata(commit, "commit")
+        yield repo
 
 
 def check_commit(files: BundleFiles, commit: str) -> tuple[TreeListing, str]:
