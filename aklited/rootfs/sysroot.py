@@ -388,10 +388,8 @@ class OstreeSysroot:
         estimate = await self._space_now(source_repo, commit, walked)
         if on_space_checked is not None:
             on_space_checked()
-        progress = PullProgress(
-            _in_bytes(on_progress, estimate.missing_bytes), total=estimate.missing_objects
-        )
-        progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
+        progress = PullProgress(None, total=0)
+        _weigh(progress, on_progress, estimate, source_repo)
         await self._copy(source_repo, commit, progress)
         return await self._pulled(commit, progress, estimate)
 
@@ -432,9 +430,7 @@ class OstreeSysroot:
         except BaseException:
             await to_completion(lambda: self._stop_copy(copying, commit))
             raise
-        weighed = _in_bytes(on_progress, estimate.missing_bytes)
-        progress.weigh(weighed, total=estimate.missing_objects)
-        progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
+        _weigh(progress, on_progress, estimate, source_repo)
         await copying  # a cancellation of the caller stops ostree with it
         return await self._pulled(commit, progress, estimate)
 
@@ -756,6 +752,17 @@ def _in_bytes(callback: ProgressCallback | None, total_bytes: int) -> ProgressCa
         callback(total_bytes * done // max(total, 1), total_bytes, message)
 
     return report
+
+
+def _weigh(
+    progress: PullProgress,
+    on_progress: ProgressCallback | None,
+    estimate: SpaceEstimate,
+    source_repo: Path,
+) -> None:
+    """Start reporting a pull's progress, in bytes, once its space check sized it."""
+    progress.weigh(_in_bytes(on_progress, estimate.missing_bytes), total=estimate.missing_objects)
+    progress.report(0, f"copying {estimate.missing_objects} objects from {source_repo}")
 
 
 async def verify_bundle_commit(source_repo: Path, commit: str, *, boundary: Path) -> int:
