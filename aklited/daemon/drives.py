@@ -20,6 +20,7 @@ import structlog
 from aklited.daemon.jobs import Jobs
 from aklited.daemon.media import Drive, DriveAdded, DriveRemoved, MediaWatcher, find_bundle
 from aklited.daemon.mounts import mount_drive
+from aklited.daemon.readahead import reading_ahead
 from aklited.errors import AkliteError, BusyError
 from aklited.outcomes import StatusCode
 
@@ -118,6 +119,12 @@ class DriveHandler:
         if bundle is None:
             self._jobs.report(0, "the drive holds no update bundle")
             return "no update bundle"
+        # The drive reads the bundle into the page cache meanwhile, instead of waiting for
+        # the check, the stop of aktualizr-lite and the space check.
+        async with reading_ahead(bundle):
+            return await self._check_and_install(bundle)
+
+    async def _check_and_install(self, bundle: Path) -> str:
         try:
             result = await self._jobs.check(bundle)
         except AkliteError as e:
