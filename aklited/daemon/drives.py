@@ -21,10 +21,14 @@ from aklited.daemon.jobs import Jobs
 from aklited.daemon.media import Drive, DriveAdded, DriveRemoved, MediaWatcher, find_bundle
 from aklited.daemon.mounts import mount_drive
 from aklited.daemon.readahead import reading_ahead
+from aklited.engine.phases import Phase
 from aklited.errors import AkliteError, BusyError
 from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
+
+# The phases in which the install reads the bundle's bulk off the drive.
+_COPYING = frozenset({Phase.STAGING_APPS, Phase.PULLING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +123,17 @@ class DriveHandler:
         if bundle is None:
             self._jobs.report(0, "the drive holds no update bundle")
             return "no update bundle"
-        # The drive reads the bundle into the page cache meanwhile, instead of waiting for
-        # the check, the stop of aktualizr-lite and the space check.
-        async with reading_ahead(bundle):
-            return await self._check_and_install(bundle)
+        # The drive reads the bundle into the page cache while the bundle is checked,
+        # aktualizr-lite stopped and the update sized, instead of sitting idle; once the
+        # install copies, its own reads are the drive's.
+        async with reading_ahead(bundle) as ahead:
+
+            def on_phase(phase: Phase) -> None:
+                if phase in _COPYING:
+                    ahead.stop(f"the install began {phase}")
+
+            with self._jobs.phases(on_phase):
+                return await self._check_and_install(bundle)
 
     async def _check_and_install(self, bundle: Path) -> str:
         try:

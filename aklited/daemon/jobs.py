@@ -9,7 +9,8 @@ LastResult. Every change is handed to one listener (the service emits Properties
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class Jobs:
         self._task: asyncio.Task[Outcome | None] | None = None
         self._after: AfterUpdate | None = None
         self._completed: list[Callable[[int, str], None]] = []
+        self._phase_listeners: list[Callable[[Phase], None]] = []
         self._unavailable: AkliteError | None = None
         self._waiters: list[asyncio.Future[tuple[int, str]]] = []
         self.status = Status()
@@ -71,6 +73,15 @@ class Jobs:
 
     def on_completed(self, listener: Callable[[int, str], None]) -> None:
         self._completed.append(listener)
+
+    @contextmanager
+    def phases(self, listener: Callable[[Phase], None]) -> Iterator[None]:
+        """Call ``listener`` with each phase an update enters while the block runs."""
+        self._phase_listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._phase_listeners.remove(listener)
 
     def next_completion(self) -> asyncio.Future[tuple[int, str]]:
         """The (code, message) of the next update to end, before any reboot it asks for."""
@@ -105,6 +116,8 @@ class Jobs:
         if phase in TERMINAL:
             changes["progress"] = (0, "", 0)
         self._update(**changes)
+        for listener in list(self._phase_listeners):
+            listener(phase)
 
     def on_progress(self, percent: int, message: str) -> None:
         self._update(progress=(percent, message, 1))

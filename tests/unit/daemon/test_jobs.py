@@ -6,6 +6,7 @@ import pytest
 
 from aklited.daemon.jobs import Jobs, Status
 from aklited.engine.model import Outcome
+from aklited.engine.phases import Phase
 from aklited.errors import BusyError
 from aklited.outcomes import State, StatusCode
 from tests.fakes import Rig, make_target
@@ -116,3 +117,18 @@ async def test_cancel_stops_the_update_and_it_is_settled(rig: Rig) -> None:
     assert not jobs.busy
     assert "cancelled" in jobs.status.last_result[1]
     assert (await rig.latest()).result_message is not None
+
+
+async def test_phase_listeners_hear_each_phase_while_their_block_runs(rig: Rig) -> None:
+    jobs = await jobs_on(rig, Recorder())
+    heard: list[Phase] = []
+    with jobs.phases(heard.append):
+        jobs.start_install(rig.bundle(make_target(2)))
+        await jobs.wait()
+    assert heard[0] == Phase.VERIFYING
+    assert Phase.PULLING in heard and Phase.DEPLOYING in heard
+    assert heard[-1] == Phase.AWAITING_REBOOT
+    during = len(heard)
+    rig.device.reboot()
+    assert (await jobs.engine.run()).code == StatusCode.OK  # finalizing, then current
+    assert len(heard) == during  # after the block: nothing more reached the listener

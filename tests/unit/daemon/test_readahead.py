@@ -13,9 +13,12 @@ import structlog
 from aklited.daemon.readahead import (
     BLOBS,
     CHUNK,
+    FAST,
+    FAST_PROBE,
     OBJECTS,
     READ_ALL,
     STOPPED,
+    ReadAhead,
     read_ahead,
     reading_ahead,
 )
@@ -116,8 +119,17 @@ async def test_it_runs_while_the_body_runs_and_says_what_it_did(bundle: Path) ->
     [entry] = [e for e in logs if e["event"] == "read-ahead"]
     assert entry["bundle"] == str(bundle)
     assert entry["budget_mib"] == 64
-    # Stopped at once or done first: either way it ended within the block, and said so.
-    assert entry["ended"] in (READ_ALL, STOPPED)
+    # Stopped at the block's end or done first: either way it ended, and said so.
+    assert entry["ended"] in (READ_ALL, f"{STOPPED}: the drive is done with")
+
+
+def test_the_first_reason_to_stop_is_the_one_kept() -> None:
+    ahead = ReadAhead()
+    assert not ahead.asked.is_set()
+    ahead.stop("the install began pulling")
+    ahead.stop("the drive is done with")
+    assert ahead.asked.is_set()
+    assert ahead.reason == "the install began pulling"
 
 
 class StopAfter(threading.Event):
@@ -139,3 +151,15 @@ def test_a_stop_ends_it_between_two_chunks_of_a_file(tmp_path: Path) -> None:
     tally = read_ahead(tmp_path / "one", None, StopAfter(3))
     assert tally.ended == STOPPED
     assert tally.bytes == CHUNK
+
+
+def test_a_drive_faster_than_any_install_is_not_read_ahead(tmp_path: Path) -> None:
+    for index in range(6):
+        write(tmp_path / "fast" / OBJECTS / f"{index:02}" / "big.filez", 4 * MIB)
+    # Any speed is too fast: it stops after the first file that completes the probe.
+    tally = read_ahead(tmp_path / "fast", None, threading.Event(), fast_bytes_s=0.0)
+    assert tally.ended == FAST
+    assert tally.bytes == FAST_PROBE
+    # No speed is: it reads everything.
+    tally = read_ahead(tmp_path / "fast", None, threading.Event(), fast_bytes_s=float("inf"))
+    assert (tally.ended, tally.bytes) == (READ_ALL, 24 * MIB)
