@@ -66,6 +66,7 @@ class DriveIOError(DriveEntryError):
 def describe_mode(mode: int) -> str:
     """What a non-regular entry is, for a message."""
     kinds = (
+        (stat.S_ISREG, "a regular file"),
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),
         (stat.S_ISCHR, "a character device"),

@@ -2,22 +2,23 @@
 
 From the moment a bundle is found until the install copies from it, the daemon checks the
 TUF metadata, stops aktualizr-lite and sizes the update: a quarter of a second and more in
-which a USB drive reads nothing, though it could have delivered 40 MB at USB 3 speed. The
-read-ahead reads the bundle's bulk into the page cache meanwhile, in the order the install
-reads it (the app blobs, then the OSTree objects), so the install's copy finds that part
-there. It only warms the cache: nothing it reads is interpreted, trusted or kept, and the
-install still reads and verifies everything it uses. It gives way to the install: the
-caller stops it once the install copies, its thread runs at the lowest CPU priority, it has
-one small read in flight at a time (the kernel's own read-ahead is off for its files), and
-it ends by itself on a drive that reads faster than an install could use.
+which a USB drive serves a few small reads, though it could have delivered 40 MB at USB 3
+speed. The read-ahead reads the bundle's bulk into the page cache meanwhile, in the order
+the install reads it (the app blobs, then the OSTree objects), so the install's copy finds
+that part there. It only warms the cache: nothing it reads is interpreted, trusted or kept,
+and the install still reads and verifies everything it uses. It gives way to the install:
+the caller stops it once the install copies, it has one small read in flight at a time
+(the kernel's own read-ahead is off for its files, so the check's reads wait behind one
+chunk at most), and it ends by itself on a drive that reads faster than an install could
+use.
 
 The drive is hostile, so the read-ahead is bounded and harmless: it lists only the few
-directories it knows (through :class:`~aklited.drivefs.BundleFiles`, no link followed,
-no listing over its limit), reads only regular files, and stops at a budget of a quarter of
-the memory available when it starts (each file counted at least one page): more would
-evict what it read before the install gets to it. Any refusal or read error ends it
-quietly; the install meets the same entry and says what is wrong with it. Asked to stop,
-it stops before its next read of at most :data:`CHUNK` bytes.
+directories it knows (through :class:`~aklited.drivefs.BundleFiles`, no link followed, no
+listing over its limit; a fan-out directory it cannot use is skipped), reads only regular
+files, and stops at a budget of a quarter of the memory available when it starts (each
+file counted in whole pages): more would evict what it read before the install gets to it.
+A read error ends it quietly; what matters to the install, the install meets and reports
+itself. Asked to stop, it stops before its next read of at most :data:`CHUNK` bytes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import stat
 import threading
 import time
@@ -36,20 +38,25 @@ from pathlib import Path
 
 import structlog
 
-from aklited.drivefs import BundleDirectory, BundleFiles, DriveEntryError
+from aklited.drivefs import (
+    BundleDirectory,
+    BundleFiles,
+    DriveIOError,
+    MissingEntryError,
+    UnsafeEntryError,
+)
 
 log = structlog.get_logger(__name__)
 
-# One read in flight at a time, and a small one (the kernel reads no further ahead on these
-# files): the install's own reads of the drive queue behind it.
 CHUNK = 256 << 10
 PAGE = 4096
 # The directories whose files are the bundle's bulk, in the order an install reads them:
 # the app blobs are staged before the rootfs is pulled.
 BLOBS = "apps/blobs/sha256"
 OBJECTS = "ostree_repo/objects"
-# After the install, how long the thread may take to notice it is asked to stop: one read
-# of CHUNK bytes, unless the drive hangs (then the unmount detaches it lazily).
+_FANOUT = re.compile(r"[0-9a-f]{2}")  # what ostree looks in; a .DS_Store is not one
+# Once the block it serves ends, how long the thread may take to notice: one read of CHUNK
+# bytes, unless the drive hangs (then the unmount detaches it lazily).
 STOP_WAIT_S = 5.0
 READ_ALL = "read everything"
 STOPPED = "stopped"
@@ -69,10 +76,16 @@ class ReadAheadTally:
     budget: int
     files: int = 0
     bytes: int = 0
-    charged: int = 0  # bytes counted against the budget (at least a page per file)
+    charged: int = 0  # bytes counted against the budget: whole pages, at least one a file
     reading_s: float = 0.0  # time spent in the reads themselves
+    skipped: int = 0  # directories and entries it could not use
     ended: str = READ_ALL  # or why it ended sooner
     seconds: float = 0.0
+
+    @property
+    def mb_s(self) -> float:
+        """How fast the drive delivered, over the reads alone."""
+        return self.bytes / self.reading_s / 1e6 if self.reading_s > 0 else 0.0
 
 
 def memory_budget() -> int:
@@ -88,7 +101,7 @@ def memory_budget() -> int:
 
 
 class ReadAhead:
-    """A read-ahead under way: :meth:`stop` ends it between two reads."""
+    """A read-ahead under way: :meth:`stop` ends it before its next read."""
 
     def __init__(self) -> None:
         self.asked = threading.Event()
@@ -104,7 +117,8 @@ class ReadAhead:
 @asynccontextmanager
 async def reading_ahead(bundle: Path, *, budget: int | None = None) -> AsyncIterator[ReadAhead]:
     """Read ``bundle``'s bulk into the page cache while the body runs, until it ends or
-    stops the read-ahead it is given.
+    stops the read-ahead it is given. Never fails the body: a read-ahead that cannot start
+    or fails is logged and that is all.
 
     Args:
         budget: bytes at most (default: :func:`memory_budget`).
@@ -117,36 +131,29 @@ async def reading_ahead(bundle: Path, *, budget: int | None = None) -> AsyncIter
         tally: ReadAheadTally | None = None
         error: BaseException | None = None
         try:
-            _yield_the_cpu()
             tally = read_ahead(bundle, budget, ahead.asked)
         except BaseException as e:  # handed over to the loop, which logs it
             error = e
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (daemon stopped)
             loop.call_soon_threadsafe(_settle, reading, tally, error)
 
-    # Its own thread, not the loop's pool: the thread runs at the lowest CPU priority.
-    threading.Thread(target=run, name="aklited-read-ahead", daemon=True).start()
+    # Its own thread, not one of the loop's pool: it may hold it for the whole check.
+    try:
+        threading.Thread(target=run, name="aklited-read-ahead", daemon=True).start()
+    except RuntimeError as e:  # no thread to be had: the install does without
+        log.warning("read-ahead cannot start", bundle=str(bundle), error=str(e))
+        yield ahead
+        return
     try:
         yield ahead
     finally:
         ahead.stop("the drive is done with")
         done, _ = await asyncio.wait([reading], timeout=STOP_WAIT_S)
-        if not done:
-            log.warning("read-ahead still waits on the drive", bundle=str(bundle))
-        elif (error := reading.exception()) is not None:
-            log.warning("read-ahead failed", bundle=str(bundle), error=repr(error))
+        if done:
+            _log_outcome(bundle, ahead, reading)
         else:
-            tally = reading.result()
-            ended = f"{tally.ended}: {ahead.reason}" if tally.ended == STOPPED else tally.ended
-            log.info(
-                "read-ahead",
-                bundle=str(bundle),
-                files=tally.files,
-                mib=round(tally.bytes / (1 << 20), 1),
-                budget_mib=tally.budget >> 20,
-                seconds=round(tally.seconds, 3),
-                ended=ended,
-            )
+            log.warning("read-ahead still waits on the drive", bundle=str(bundle))
+            reading.add_done_callback(lambda late: _log_outcome(bundle, ahead, late))
 
 
 def _settle(
@@ -154,20 +161,28 @@ def _settle(
     tally: ReadAheadTally | None,
     error: BaseException | None,
 ) -> None:
-    if future.done():  # cancelled: the block it served was cancelled while waiting for it
-        return
     if error is not None:
         future.set_exception(error)
     elif tally is not None:
         future.set_result(tally)
 
 
-def _yield_the_cpu() -> None:
-    """The calling thread runs only when the install leaves a core idle (Linux nices
-    threads one by one); its reads get the matching lower priority where the drive's
-    I/O scheduler has priorities."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+def _log_outcome(bundle: Path, ahead: ReadAhead, reading: asyncio.Future[ReadAheadTally]) -> None:
+    if (error := reading.exception()) is not None:
+        log.warning("read-ahead failed", bundle=str(bundle), error=repr(error))
+        return
+    tally = reading.result()
+    log.info(
+        "read-ahead",
+        bundle=str(bundle),
+        files=tally.files,
+        mib=round(tally.bytes / (1 << 20), 1),
+        mb_s=round(tally.mb_s),
+        budget_mib=tally.budget >> 20,
+        skipped=tally.skipped,
+        seconds=round(tally.seconds, 3),
+        ended=f"{STOPPED}: {ahead.reason}" if tally.ended == STOPPED else tally.ended,
+    )
 
 
 def read_ahead(
@@ -183,90 +198,132 @@ def read_ahead(
     started = time.monotonic()
     tally = ReadAheadTally(memory_budget() if budget is None else budget)
     try:
-        _read_bulk(bundle, tally, stop, fast_bytes_s)
+        tally.ended = _read_bulk(bundle, tally, _Limits(stop, fast_bytes_s))
     finally:
         tally.seconds = time.monotonic() - started
     return tally
 
 
-def _read_bulk(
-    bundle: Path, tally: ReadAheadTally, stop: threading.Event, fast_bytes_s: float
-) -> None:
+@dataclass(frozen=True)
+class _Limits:
+    stop: threading.Event
+    fast_bytes_s: float
+
+    def reached(self, tally: ReadAheadTally, *, budget: bool = True) -> str | None:
+        """Why the read-ahead must end now, if it must."""
+        if self.stop.is_set():
+            return STOPPED
+        if budget and tally.charged >= tally.budget:
+            return BUDGET_SPENT
+        # The drive's speed over the reads alone, not the listings.
+        if tally.bytes >= FAST_PROBE and tally.bytes > self.fast_bytes_s * tally.reading_s:
+            return FAST
+        return None
+
+
+def _read_bulk(bundle: Path, tally: ReadAheadTally, limits: _Limits) -> str:
+    """Why it ended."""
+    sink = _open_sink()
     try:
-        with Path(os.devnull).open("wb") as sink, BundleFiles(bundle, follow_links=False) as files:
-            for directory, names in _bulk(files):
+        with BundleFiles(bundle, follow_links=False) as files:
+            for relative in _bulk_directories(files):
+                if ended := limits.reached(tally):
+                    return ended
+                try:
+                    names = files.list_dir(relative)
+                    directory = files.directory(relative)
+                except (MissingEntryError, UnsafeEntryError):
+                    tally.skipped += 1
+                    continue
                 with directory:
                     for name in names:
-                        if tally.charged >= tally.budget:
-                            tally.ended = BUDGET_SPENT
-                            return
-                        if stop.is_set() or not _read_entry(
-                            directory, name, sink.fileno(), tally, stop
-                        ):
-                            tally.ended = STOPPED
-                            return
-                        # The drive's speed for these reads alone (not the listings).
-                        if (
-                            tally.bytes >= FAST_PROBE
-                            and tally.bytes > fast_bytes_s * tally.reading_s
-                        ):
-                            tally.ended = FAST
-                            return
-    except DriveEntryError as e:
-        tally.ended = f"refused: {e}"
+                        if ended := limits.reached(tally):
+                            return ended
+                        if ended := _read_entry(directory, name, sink, tally, limits):
+                            return ended
+    except DriveIOError as e:
+        return f"drive error: {e}"
     except OSError as e:
-        tally.ended = f"drive error: {e.strerror or e}"
+        return f"drive error: {e.strerror or e}"
+    finally:
+        if sink is not None:
+            os.close(sink)
+    return READ_ALL
 
 
-def _bulk(files: BundleFiles) -> Iterator[tuple[BundleDirectory, list[str]]]:
-    """Each directory of the bundle's bulk that exists, with its entries' names."""
-    fanouts: list[str] = []
-    if files.exists(OBJECTS):
-        fanouts = [f"{OBJECTS}/{name}" for name in files.list_dir(OBJECTS)]
-    for relative in (BLOBS, *fanouts):
-        if files.exists(relative):
-            names = files.list_dir(relative)
-            yield files.directory(relative), names
+def _bulk_directories(files: BundleFiles) -> Iterator[str]:
+    """The blobs' directory, then each OSTree fan-out directory (listed only once the blobs
+    are read)."""
+    yield BLOBS
+    try:
+        names = files.list_dir(OBJECTS)
+    except (MissingEntryError, UnsafeEntryError):
+        return
+    yield from (f"{OBJECTS}/{name}" for name in names if _FANOUT.fullmatch(name))
 
 
 def _read_entry(
     directory: BundleDirectory,
     name: str,
-    sink: int,
+    sink: int | None,
     tally: ReadAheadTally,
-    stop: threading.Event,
-) -> bool:
-    """Read one entry into the page cache if it is a regular file (else skip it); False
-    when asked to stop before its end."""
-    info = directory.lstat(name)
+    limits: _Limits,
+) -> str | None:
+    """Read one entry into the page cache if it is a regular file (else skip it); why the
+    read-ahead must end, if it must."""
+    try:
+        info = directory.lstat(name)
+    except (MissingEntryError, UnsafeEntryError):
+        tally.skipped += 1
+        return None
     # A file larger than what is left of the budget is read only that far.
     end = min(info.st_size, tally.budget - tally.charged)
-    tally.charged += max(end, PAGE)
+    tally.charged += max(1, -(-end // PAGE)) * PAGE
     if not stat.S_ISREG(info.st_mode) or end <= 0:
-        return True
-    with directory.open(name, info=info) as f:
+        return None
+    try:
+        f = directory.open(name, info=info)
+    except UnsafeEntryError:  # changed under it
+        tally.skipped += 1
+        return None
+    with f:
         tally.files += 1
-        with contextlib.suppress(OSError):  # the kernel's read-ahead only costs latency
+        # The kernel's own read-ahead would put more in flight than one chunk.
+        with contextlib.suppress(OSError):
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
         offset = 0
         while offset < end:
-            if stop.is_set():
-                return False
+            if ended := limits.reached(tally, budget=False):
+                return ended
             before = time.monotonic()
             sent = _discard(f.fileno(), sink, offset, min(CHUNK, end - offset))
             tally.reading_s += time.monotonic() - before
             if sent == 0:  # shorter than it said: nothing more to read
-                return True
+                return None
             offset += sent
             tally.bytes += sent
-    return True
+    return None
 
 
-def _discard(fd: int, sink: int, offset: int, count: int) -> int:
-    """Read ``count`` bytes at ``offset`` into the page cache, copying none of them out."""
+def _open_sink() -> int | None:
+    """/dev/null to send what is read into (None: read into the process instead)."""
     try:
-        return os.sendfile(sink, fd, offset, count)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOSYS):
-            raise
+        fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISCHR(os.fstat(fd).st_mode):  # not the device: it would store it all
+        os.close(fd)
+        return None
+    return fd
+
+
+def _discard(fd: int, sink: int | None, offset: int, count: int) -> int:
+    """Read ``count`` bytes at ``offset`` into the page cache; through ``sink``, none of
+    them is copied into the process."""
+    if sink is not None:
+        try:
+            return os.sendfile(sink, fd, offset, count)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
     return len(os.pread(fd, count, offset))  # a filesystem that cannot splice
