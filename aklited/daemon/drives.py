@@ -27,9 +27,6 @@ from aklited.outcomes import StatusCode
 
 log = structlog.get_logger(__name__)
 
-# The phases in which the install reads the bundle's bulk off the drive.
-_COPYING = frozenset({Phase.STAGING_APPS, Phase.PULLING})
-
 
 @dataclass(frozen=True, slots=True)
 class DriveState:
@@ -124,13 +121,13 @@ class DriveHandler:
             self._jobs.report(0, "the drive holds no update bundle")
             return "no update bundle"
         # The drive reads the bundle into the page cache while the bundle is checked,
-        # aktualizr-lite stopped and the update sized, instead of sitting idle; once the
-        # install copies, its own reads are the drive's.
+        # instead of sitting idle. Once the install starts, its reads are the drive's: the
+        # update is sized (with apps, a walk of many small reads) and copied.
         async with reading_ahead(bundle) as ahead:
 
             def on_phase(phase: Phase) -> None:
-                if phase in _COPYING:
-                    ahead.stop(f"the install began {phase}")
+                if phase is not Phase.VERIFYING:
+                    ahead.stop(f"the install reached {phase}")
 
             with self._jobs.phases(on_phase):
                 return await self._check_and_install(bundle)

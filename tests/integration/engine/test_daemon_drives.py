@@ -78,13 +78,13 @@ async def test_a_drive_plugged_in_is_installed_and_the_device_reboots(
         assert v2.name in media["found"]
         await asyncio.to_thread(loops.detach, plugged)
     # The drive read the bundle ahead of the install: all of it (a few MiB here), unless
-    # the install began copying first.
+    # the install started first.
     log = (tmp_path / "aklited-drives.log").read_text()
     [read_ahead] = [line for line in log.splitlines() if " read-ahead " in line]
     assert "/offline-update " in read_ahead, read_ahead
     assert (
         f"ended='{READ_ALL}'" in read_ahead
-        or f"ended='{STOPPED}: the install began staging-apps'" in read_ahead
+        or f"ended='{STOPPED}: the install reached started'" in read_ahead
     ), read_ahead
 
     await device.reboot()
