@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -38,11 +38,31 @@ async def side_by_side(*tasks: asyncio.Future[T]) -> list[T]:
     try:
         return await asyncio.gather(*tasks)
     except BaseException as first:
-        for task in tasks:
-            task.cancel()
-        ended = await asyncio.gather(*tasks, return_exceptions=True)
-        for other in ended:
-            if isinstance(other, Exception) and other is not first:
-                log.warning("a step beside the one that failed failed too", error=str(other))
-                first.add_note(f"and beside it: {other}")
+        await _stop(tasks, first)
+        raise
+
+
+async def _stop(tasks: tuple[asyncio.Future[Any], ...], first: BaseException) -> None:
+    """Cancel ``tasks`` and wait for them to end; what they raised besides ``first`` is
+    logged and noted on it."""
+    for task in tasks:
+        task.cancel()
+    ended = await asyncio.gather(*tasks, return_exceptions=True)
+    for other in ended:
+        if isinstance(other, Exception) and other is not first:
+            log.warning("a step beside the one that failed failed too", error=str(other))
+            first.add_note(f"and beside it: {other}")
+
+
+async def await_beside(main: asyncio.Future[T], beside: asyncio.Future[Any]) -> T:
+    """Await ``main`` while ``beside`` runs on, past ``main``'s end if need be. A failure of
+    ``beside`` before ``main`` ends, a failure of ``main`` or a cancellation of the caller
+    cancels both, waits for them to end, and is raised."""
+    try:
+        await asyncio.wait({main, beside}, return_when=asyncio.FIRST_COMPLETED)
+        if not main.done():
+            beside.result()  # its failure; having ended well, it leaves main to await
+        return await main
+    except BaseException as first:
+        await _stop((main, beside), first)
         raise

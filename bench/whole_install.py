@@ -46,7 +46,8 @@ rootfs for the progress). Before the first event: the drive seen by udev and mou
 the Media entry says "mounted") and the bundle found and checked (until "verifying"); after
 the last: the State on the bus. staging-apps is split by its Progress messages: verifying
 on the drive until the first "copied app ..." (so with the first blob's copy), then
-copying; the images load into dockerd during pulling. During the install the CPU time of
+copying; each app's images load into dockerd once its blobs are copied, during the rest of
+the copy and the pull. During the install the CPU time of
 aklited's own process (its Python and its threads), of its child processes (ostree, mount,
 ``docker compose config``; those still running are read live, the others from the daemon's
 ``cutime``) and of dockerd (image loads run there) is sampled every 0.2 s and split over
@@ -103,8 +104,9 @@ STEP_NAMES = {"awaiting-reboot": "State on the bus"}
 SEEN = "drive seen + mounted"
 FOUND = "bundle found + checked"
 # staging-apps is one journal step; its Progress messages (aklited.apps.localstore says
-# "copied app <name> blobs" after each blob) split it into verifying and copying. The images
-# then load into dockerd while the rootfs is pulled (the pulling event says "loading").
+# "copied app <name> blobs" after each blob) split it into verifying and copying. Each app's
+# images load into dockerd once it is copied, on while the rootfs is pulled (the pulling
+# event says which are "loading" still).
 COPIED = "copied app "
 STAGING_PARTS = (
     "staging-apps: verifying on the drive",

@@ -76,6 +76,7 @@ Op = Literal[
     "rootfs.pending_commit",
     "rootfs.has_commit",
     "rootfs.pull_size",
+    "rootfs.fits_beside",
     "rootfs.pull",
     "rootfs.pull.copying",
     "rootfs.deploy",
@@ -85,6 +86,7 @@ Op = Literal[
     "apps.ready",
     "apps.stage_size",
     "apps.copy",
+    "apps.copy.app_copied",
     "apps.load",
     "apps.start",
     "apps.in_place",
@@ -265,6 +267,9 @@ class FakeRootfs:
         self.pulled: list[str] = []
         self.deployed: list[str] = []
         self.prunes = 0
+        self.sized: str | None = None  # the commit pull_size() sized last
+        self.room: int | None = None  # bytes that fit beside the sized commit (None: any)
+        self.fit_checks: list[int] = []  # the bytes each fits_beside() weighed beside it
 
     def kept_readings(self) -> AbstractContextManager[None]:
         return nullcontext()  # every answer is read from memory
@@ -282,8 +287,15 @@ class FakeRootfs:
         return commit in self.commits
 
     async def pull_size(self, *, source_repo: Path, commit: str) -> int:
+        self.sized = None
         await self._faults.enter("rootfs.pull_size")
+        self.sized = commit
         return 0 if commit in self.commits else self.sizes.get(commit, DEFAULT_COMMIT_BYTES)
+
+    async def fits_beside(self, *, commit: str, beside: int) -> bool:
+        await self._faults.enter("rootfs.fits_beside")
+        self.fit_checks.append(beside)
+        return self.sized == commit and (self.room is None or beside <= self.room)
 
     async def pull(
         self,
@@ -365,14 +377,28 @@ class FakeApps:
         return self._bytes(apps)
 
     async def copy(
-        self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
+        self,
+        src_store: Path,
+        apps: Mapping[str, str],
+        *,
+        progress: ByteProgress | None = None,
+        on_copied: Callable[[str], None] | None = None,
     ) -> None:
         await self._faults.enter("apps.copy")
         total = self._bytes(apps)
+        names = sorted(apps)
+        copied = 0
         for step in range(PROGRESS_STEPS + 1):
             if progress is not None:
                 progress(total * step // PROGRESS_STEPS, total, f"copying {len(apps)} apps")
-        self.store |= set(apps.values())
+            # An app is in the store once its share of the bytes is.
+            while copied < len(names) and step * len(names) >= (copied + 1) * PROGRESS_STEPS:
+                name = names[copied]
+                self.store.add(apps[name])
+                copied += 1
+                if on_copied is not None:
+                    on_copied(name)
+                await self._faults.enter("apps.copy.app_copied")
 
     async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
         try:

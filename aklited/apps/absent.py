@@ -6,7 +6,7 @@ client libraries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aklited.engine.ports import ByteProgress
@@ -19,7 +19,12 @@ class NoApps:
         return 0
 
     async def copy(
-        self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
+        self,
+        src_store: Path,
+        apps: Mapping[str, str],
+        *,
+        progress: ByteProgress | None = None,
+        on_copied: Callable[[str], None] | None = None,
     ) -> None:
         return None
 

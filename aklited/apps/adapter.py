@@ -190,16 +190,24 @@ class ComposeApps:
 
     @_seam(AppsCopyError, "copying apps to the device")
     async def fetch(
-        self, source_root: Path, apps: Sequence[App], *, progress: CopyProgress | None = None
+        self,
+        source_root: Path,
+        apps: Sequence[App],
+        *,
+        progress: CopyProgress | None = None,
+        on_app_copied: Callable[[App], None] | None = None,
     ) -> None:
         """Copy verified apps into the local store, verifying every blob again while copying.
 
-        ``progress`` is called after each blob with (bytes copied, bytes to copy, message).
+        ``progress`` is called after each blob with (bytes copied, bytes to copy, message),
+        ``on_app_copied`` with each app once all its blobs are in the store.
 
         Raises:
             AppsError: 60 if they do not fit (nothing copied), 70 if a blob changed, 50 on I/O.
         """
-        plan = await self._local.copy_in(source_root, apps, progress=progress)
+        plan = await self._local.copy_in(
+            source_root, apps, progress=progress, on_app_copied=on_app_copied
+        )
         log.info("apps fetched", apps=[a.name for a in apps], bytes=plan.bytes_needed)
 
     # -- engine verbs ------------------------------------------------------------------------

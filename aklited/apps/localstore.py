@@ -79,9 +79,17 @@ class LocalStore:
         return await asyncio.to_thread(scan)
 
     async def copy_in(
-        self, source_root: Path, apps: Sequence[App], *, progress: CopyProgress | None = None
+        self,
+        source_root: Path,
+        apps: Sequence[App],
+        *,
+        progress: CopyProgress | None = None,
+        on_app_copied: Callable[[App], None] | None = None,
     ) -> CopyPlan:
         """Copy ``apps`` from a verified source store, verifying every blob again as it is copied.
+
+        App by app, in their order: ``on_app_copied`` is called with each app as soon as all
+        of its blobs (and its directory) are in the store.
 
         Raises:
             AppsError: 60 before anything is copied if the missing blobs do not fit, 70 if a
@@ -103,8 +111,20 @@ class LocalStore:
             bytes=plan.bytes_needed,
         )
         owner = {b.hex: app.name for app in apps for b in app.blobs()}
+        missing = {b.hex for b in plan.missing}
+        # What each app still lacks; the plan lists the blobs app by app.
+        lacking = [(app, {b.hex for b in app.blobs()} & missing) for app in apps]
+
+        async def settle() -> None:
+            while lacking and not lacking[0][1]:
+                app = lacking.pop(0)[0]
+                await asyncio.to_thread(self._write_app_dir, app)
+                if on_app_copied is not None:
+                    on_app_copied(app)
+
         with blobstore.store_files(source_root) as source:
             copied = 0
+            await settle()
             for blob in plan.missing:
                 await asyncio.to_thread(
                     blobstore.copy_blob, source, self.root, blob, what=f"app {owner[blob.hex]}"
@@ -112,8 +132,9 @@ class LocalStore:
                 copied += blob.size
                 if progress is not None:
                     progress(copied, plan.bytes_needed, f"copied app {owner[blob.hex]} blobs")
-        for app in apps:
-            await asyncio.to_thread(self._write_app_dir, app)
+                for _, needs in lacking:
+                    needs.discard(blob.hex)
+                await settle()
         return plan
 
     def _write_app_dir(self, app: App) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -27,8 +27,9 @@ class ComposeAppsPort:
         # copy() to use: reading them runs `docker compose config` once per app.
         self._read: tuple[Path, _Apps, tuple[App, ...]] | None = None
         # The apps copy() has just put in the device store (each blob hashed as it was
-        # copied in, now or by an earlier copy), for load() to stream without hashing.
-        self._copied: tuple[_Apps, tuple[App, ...]] | None = None
+        # copied in, now or by an earlier copy), by (name, uri), for load() to stream
+        # without hashing.
+        self._copied: dict[tuple[str, str], App] = {}
 
     async def _read_quick(self, src_store: Path, apps: Mapping[str, str]) -> tuple[App, ...]:
         if self._read is not None and self._read[:2] == (src_store, _key(apps)):
@@ -41,7 +42,8 @@ class ComposeAppsPort:
         # Only weighs the progress: whatever is wrong with the apps, copy() finds and says
         # it with the whole verification behind it.
         # An install that failed before its copy or load left its read here.
-        self._read = self._copied = None
+        self._read = None
+        self._copied = {}
         try:
             return _blob_bytes(await self._read_quick(src_store, apps))
         except AppsError as e:
@@ -49,11 +51,16 @@ class ComposeAppsPort:
             return 0
 
     async def copy(
-        self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
+        self,
+        src_store: Path,
+        apps: Mapping[str, str],
+        *,
+        progress: ByteProgress | None = None,
+        on_copied: Callable[[str], None] | None = None,
     ) -> None:
         # Each byte off the drive is read and hashed once: the metadata here, every large
         # blob as fetch() copies it (a blob becomes usable in the store only once it matched).
-        self._copied = None
+        self._copied = {}
         try:
             verified = await self._read_quick(src_store, apps)
         finally:
@@ -65,22 +72,27 @@ class ComposeAppsPort:
             if progress is not None:
                 progress(total - needed + done, total, message)
 
-        await self._apps.fetch(src_store, verified, progress=copied)
-        self._copied = (_key(apps), verified)
+        def app_copied(app: App) -> None:
+            self._copied[(app.name, app.uri)] = app
+            if on_copied is not None:
+                on_copied(app.name)
+
+        await self._apps.fetch(src_store, verified, progress=copied, on_app_copied=app_copied)
 
     async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
-        copied, self._copied = self._copied, None
-        if copied is not None and copied[0] == _key(apps):
+        just_copied = [self._copied.pop(item, None) for item in apps.items()]
+        if all(app is not None for app in just_copied):
             # In the store as copy() checked them a moment ago: streamed as they are.
-            verified, rehash = copied[1], False
+            verified, rehash = tuple(app for app in just_copied if app is not None), False
         else:
             verified, rehash = await self._apps.verify_local(apps), True
         total = _blob_bytes(verified)
+        names = ", ".join(app.name for app in verified)
         if progress is not None:
-            progress(total, total, f"loading the images of {len(verified)} apps")
+            progress(total, total, f"loading the images of {names}")
         await self._apps.load(verified, rehash=rehash)
         if progress is not None:
-            progress(total, total, f"loaded the images of {len(verified)} apps")
+            progress(total, total, f"loaded the images of {names}")
 
     async def ready(self) -> None:
         version = await self._apps.engine_ready()

@@ -62,7 +62,7 @@ from aklited.errors import (
     RootfsError,
 )
 from aklited.outcomes import StatusCode
-from aklited.tasks import side_by_side
+from aklited.tasks import await_beside, side_by_side
 
 log = structlog.get_logger(__name__)
 
@@ -98,6 +98,10 @@ def _reraise(err: AkliteError, original: BaseException) -> NoReturn:
     if err is original or isinstance(original, asyncio.CancelledError):
         raise original
     raise err from original
+
+
+def _raised(task: asyncio.Future[Any], error: BaseException) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is error
 
 
 def _succeeded(task: asyncio.Future[Any]) -> bool:
@@ -157,6 +161,15 @@ class _Progress:
     def apps(self, done: int, _total: int, message: str) -> None:
         self._apps_done = done
         self._report(message)
+
+    def note(self, _done: int, _total: int, message: str) -> None:
+        """A step's news without bytes of its own (an app's load, beside the copies)."""
+        self._report(message)
+
+    @property
+    def apps_left(self) -> int:
+        """The apps' bytes the copy has yet to write."""
+        return max(0, self._apps_total - self._apps_done)
 
     def _report(self, message: str) -> None:
         done = self._rootfs[0] + self._apps_done
@@ -687,17 +700,8 @@ class Engine:
     async def _copy_and_deploy(
         self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
     ) -> Outcome:
-        # The apps first, so their images load into dockerd while the rootfs is pulled: the
-        # drive is read from start to end without a pause, and the load's work (dockerd's
-        # CPU, the device's store) hides behind the pull's.
         if target.apps:
-            await self._step(
-                install,
-                Phase.STAGING_APPS,
-                lambda: self._apps.copy(src_dir / "apps", target.apps, progress=progress.apps),
-                apps=sorted(target.apps),
-            )
-            await self._pull_while_loading(install, target, src_dir, progress)
+            await self._stage_and_pull(install, target, src_dir, progress)
         else:
             await self._step(
                 install,
@@ -745,53 +749,86 @@ class Engine:
             on_space_checked=on_space_checked,
         )
 
-    async def _pull_while_loading(
+    async def _stage_and_pull(
         self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
     ) -> None:
-        """Pull the rootfs and, once the pull's space check passed, load the apps' images.
+        """Copy the apps, then pull the rootfs; each app's images load into dockerd as soon
+        as its blobs are in the store, beside the rest of the copy and the pull.
 
-        The load waits for that check, so that nothing is written before it. The check
-        weighs the rootfs only: dockerd unpacking the images beside it on the same
-        filesystem can still fill it, which ends the install with 60 (ostree's own
-        free-space limit) or 80 (dockerd), as a load after the pull could. Whichever fails
-        first stops the other and is journalled under its own step (``pulling-failed`` or
-        ``staging-apps-failed``).
+        The drive is read from start to end without a pause, and the loads' work (dockerd's
+        CPU, the device's store) hides behind the copies. An app's load begins before the
+        pull only while the rootfs, as sized before the copy, still fits beside what the
+        copy has yet to write; else it waits for the pull's own space check, so that no
+        image takes the room the rootfs needs. What dockerd unpacks is weighed by neither:
+        filling the file system ends the install with 60 (ostree's own free-space limit)
+        or 80 (dockerd). Whichever fails first stops the others and is journalled under
+        its own step: ``staging-apps-failed`` for the copy or a load, ``pulling-failed``
+        for the pull.
         """
-        await self._record(
-            install.id, Phase.PULLING, commit=target.ostree_commit, loading=sorted(target.apps)
-        )
+        apps = target.apps
+        copied = {name: asyncio.Event() for name in apps}
+        loaded: set[str] = set()
         space_checked = asyncio.Event()
-        pulling = asyncio.create_task(self._pull(target, src_dir, progress, space_checked.set))
 
-        async def load_once_space_checked() -> None:
-            checked = asyncio.create_task(space_checked.wait())
-            try:
-                await asyncio.wait({checked, pulling}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                checked.cancel()
-                await asyncio.gather(checked, return_exceptions=True)
-            if space_checked.is_set() or _succeeded(pulling):
-                await self._apps.load(target.apps, progress=progress.apps)
-            # else: the pull failed before its check passed; its outcome is the install's
+        async def load(name: str) -> None:
+            await copied[name].wait()
+            if not space_checked.is_set() and not await self._rootfs.fits_beside(
+                commit=target.ostree_commit, beside=progress.apps_left
+            ):
+                log.info("app load waits for the pull's space check", app=name)
+                await space_checked.wait()
+            await self._apps.load({name: apps[name]}, progress=progress.note)
+            loaded.add(name)
 
-        loading = asyncio.create_task(load_once_space_checked())
-        steps = {pulling: Phase.PULLING, loading: Phase.STAGING_APPS}
+        async def load_each() -> None:
+            # The tasks are made here: a cancellation before this runs leaves none behind.
+            await side_by_side(*(asyncio.ensure_future(load(name)) for name in sorted(apps)))
+
+        def app_copied(name: str) -> None:
+            if name in copied:
+                copied[name].set()
+
+        async def pull() -> None:
+            await self._pull(target, src_dir, progress, space_checked.set)
+            space_checked.set()
+
+        await self._record(install.id, Phase.STAGING_APPS, apps=sorted(apps))
+        loading = asyncio.ensure_future(load_each())
+        running: list[asyncio.Future[Any]] = [loading]
+        step: Phase | None = Phase.STAGING_APPS
         try:
+            copying = asyncio.ensure_future(
+                self._apps.copy(
+                    src_dir / "apps", apps, progress=progress.apps, on_copied=app_copied
+                )
+            )
+            running.append(copying)
+            await await_beside(copying, loading)
+            for event in copied.values():  # the copy ended well: every app is in the store
+                event.set()
+            step = None  # a journal that fails to record is no step's failure
+            await self._record(
+                install.id,
+                Phase.PULLING,
+                commit=target.ostree_commit,
+                loading=sorted(set(apps) - loaded),
+            )
+            step = Phase.PULLING
+            pulling = asyncio.ensure_future(pull())
+            running.append(pulling)
             await side_by_side(pulling, loading)
         except BaseException as e:
-            if not isinstance(e, Exception | asyncio.CancelledError):
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            if step is None or not isinstance(e, Exception | asyncio.CancelledError):
                 raise  # not a failure to settle (a test's simulated kill)
-            failed = next(
-                (
-                    phase
-                    for task, phase in steps.items()
-                    if not task.cancelled() and task.exception() is e
-                ),
-                # Cancelled from outside: the step still under way when it came.
-                Phase.STAGING_APPS if _succeeded(pulling) else Phase.PULLING,
-            )
+            if step is Phase.PULLING and not _raised(pulling, e):
+                # The pull did not fail: a load did, or a cancellation came from outside
+                # while a load was still under way.
+                step = Phase.STAGING_APPS if _raised(loading, e) or _succeeded(pulling) else step
             err = _expected(e)
-            await self._cleanup(partial(self._journal_failure, install.id, failed, e, err), e)
+            await self._cleanup(partial(self._journal_failure, install.id, step, e, err), e)
             _reraise(err, e)
 
     async def _deploy(self, commit: str) -> None:

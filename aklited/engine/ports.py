@@ -68,6 +68,15 @@ class RootfsPort(Protocol):
         """
         ...
 
+    async def fits_beside(self, *, commit: str, beside: int) -> bool:
+        """Whether ``commit``, as :meth:`pull_size` just sized it, still fits once ``beside``
+        more bytes are written to the sysroot's file system: against the space free now.
+
+        False when it does not, when that commit was not sized, or when the free space
+        cannot be read: the answer only lets work begin before the pull's own check.
+        """
+        ...
+
     async def pull(
         self,
         *,
@@ -103,16 +112,26 @@ class AppsPort(Protocol):
         ...
 
     async def copy(
-        self, src_store: Path, apps: Mapping[str, str], *, progress: ByteProgress | None = None
+        self,
+        src_store: Path,
+        apps: Mapping[str, str],
+        *,
+        progress: ByteProgress | None = None,
+        on_copied: Callable[[str], None] | None = None,
     ) -> None:
         """Verify the apps in the bundle and copy them into the device store, every blob
-        hashed as it is copied (60 no space, 50 copy, 70 mismatch, 8 missing)."""
+        hashed as it is copied (60 no space, 50 copy, 70 mismatch, 8 missing).
+
+        ``on_copied`` is called with an app's name as soon as all of its blobs are in the
+        store, while the other apps may still be copied.
+        """
         ...
 
     async def load(self, apps: Mapping[str, str], *, progress: ByteProgress | None = None) -> None:
         """Load the images of apps in the device store into the engine (80 refused); the
         blobs of apps :meth:`copy` has just checked into the store are not hashed again
-        (each was hashed as it was copied in), any others are."""
+        (each was hashed as it was copied in), any others are. Loads of different apps
+        may run side by side."""
         ...
 
     async def ready(self) -> None:

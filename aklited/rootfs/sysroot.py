@@ -129,6 +129,8 @@ class OstreeSysroot:
         self.ostree_bin = ostree_bin
         # The last walk of a bundle's commit, for the pull after it.
         self._walked: tuple[_WalkKey, ostree_space.TreeListing] | None = None
+        # The commit pull_size() last sized and the bytes its pull and deploy need.
+        self._sized: tuple[str, int] | None = None
         # kept_readings(): how deep, the reading kept, and the changes made so far.
         self._keeping = 0
         self._kept: SysrootStatus | None = None
@@ -322,13 +324,29 @@ class OstreeSysroot:
         commit does not fit even now: whatever is written before the pull (the apps) only
         takes space, so it is refused before that is written.
         """
-        self._walked = None
+        self._walked = self._sized = None
         if await self.has_commit(commit):
+            self._sized = (commit, 0)
             return 0
         estimate = await self.estimate_space(source_repo=source_repo, commit=commit)
         if not estimate.fits:
             raise self._no_space(commit, estimate)
+        self._sized = (commit, estimate.required_bytes)
         return estimate.missing_bytes
+
+    async def fits_beside(self, *, commit: str, beside: int) -> bool:
+        """Whether ``commit``, as :meth:`pull_size` last sized it, still fits once ``beside``
+        more bytes are written to the sysroot's file system first (False when it was not
+        sized, or the free space cannot be read)."""
+        if self._sized is None or self._sized[0] != commit:
+            return False
+        required = self._sized[1]
+        try:
+            free = await asyncio.to_thread(ostree_space.free_space, self.repo)
+        except OSError as e:
+            log.warning("cannot read the free space", repo=str(self.repo), error=str(e))
+            return False
+        return free.free_bytes - beside - required >= free.reserved_bytes
 
     def _no_space(self, commit: str, estimate: SpaceEstimate) -> RootfsNoSpaceError:
         return RootfsNoSpaceError(

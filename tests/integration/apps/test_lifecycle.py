@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiodocker
@@ -171,3 +172,38 @@ async def test_an_install_reads_the_drives_apps_once(
         await port.copy(env.bundle, target)
         assert reads == [True, True]
     assert await image_tags(docker, env.factory) != set()
+
+
+async def test_apps_load_side_by_side_as_each_is_copied(
+    env: AppsEnv, docker: aiodocker.Docker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An install loads each app once it is in the store, beside the others: two images that
+    # share the busybox layer load at once, neither hashed again after the copy.
+    web, worker = env.image("web", marker="web-2"), env.image("worker", marker="worker-2")
+    assert web.layers[0] == worker.layers[0]
+    app1, app2 = env.app("app1", {"web": web}), env.app("app2", {"worker": worker})
+    target = {app1.name: app1.uri, app2.name: app2.uri}
+    async with env.adapter() as apps:
+        rehashed: list[bool] = []
+        load = apps.load
+
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            rehashed.append(kwargs.get("rehash", True))
+            return await load(*args, **kwargs)
+
+        monkeypatch.setattr(apps, "load", recorded)
+        port = ComposeAppsPort(apps)
+        told: list[str] = []
+        await port.copy(env.bundle, target, on_copied=told.append)
+        assert told == ["app1", "app2"]
+
+        await asyncio.gather(*(port.load({name: uri}) for name, uri in target.items()))
+
+        assert rehashed == [False, False]
+        await port.load({app1.name: app1.uri})  # no longer just copied: hashed as it loads
+        assert rehashed == [False, False, True]
+    tags = await image_tags(docker, env.factory)
+    for image in (web, worker):
+        assert f"{image.locator}:{image.root.hex[:7]}" in tags
+        info = await docker.images.inspect(f"{image.locator}:{image.root.hex[:7]}")
+        assert info["Id"] == image.config.digest

@@ -147,6 +147,25 @@ async def test_full_disk_is_refused_before_copying(tmp_path: Path, bundle: Bundl
         assert shutil.disk_usage(small.mountpoint).free >= free_before - 1024 * 1024
 
 
+async def test_a_sized_update_is_weighed_again_beside_what_is_written_first(
+    tmp_path: Path, bundle: BundleRepo
+) -> None:
+    # What an install's apps write before the pull is weighed against the rootfs as sized.
+    with loop_ext4(tmp_path / "small.img", size_mib=48, mountpoint=tmp_path / "small") as small:
+        device = await sim.make_device(small.mountpoint / "device", version="1")
+        commit = await bundle.commit("2", random_mib=12)
+        rootfs = device.rootfs()
+        assert not await rootfs.fits_beside(commit=commit, beside=0)  # not sized yet
+
+        await rootfs.pull_size(source_repo=bundle.repo, commit=commit)
+
+        free = shutil.disk_usage(small.mountpoint).free
+        assert await rootfs.fits_beside(commit=commit, beside=0)
+        assert await rootfs.fits_beside(commit=commit, beside=4 * 1024 * 1024)
+        assert not await rootfs.fits_beside(commit=commit, beside=free - 12 * 1024 * 1024)
+        assert not await rootfs.fits_beside(commit="0" * 64, beside=0)  # sized another
+
+
 async def test_update_that_fits_on_a_small_disk(tmp_path: Path, bundle: BundleRepo) -> None:
     with loop_ext4(tmp_path / "small.img", size_mib=48, mountpoint=tmp_path / "small") as small:
         device = await sim.make_device(small.mountpoint / "device", version="1")

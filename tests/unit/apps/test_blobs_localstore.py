@@ -115,6 +115,36 @@ async def test_local_store_copies_then_writes_uri_and_prunes(tmp_path: Path) -> 
     assert all([await asyncio.to_thread(store.has_blob, b) for b in app2.blobs()])
 
 
+def test_local_store_tells_each_app_once_it_is_in_the_store(tmp_path: Path) -> None:
+    # Not an async test: the callback looks at the store on the loop, at the moment it is
+    # told (the store's own code would not be allowed to).
+    src = tmp_path / "src"
+    app1, app2 = _app(src, "app1"), _app(src, "app2", layer=b"M" * 10)
+    app3 = _app(src, "app3", layer=b"N" * 20)
+    store = LocalStore(tmp_path / "local", space_reserve=0)
+    asyncio.run(store.copy_in(src, [app3]))  # already in the store before this copy
+    seen: list[tuple[str, bool, bool, bool]] = []
+
+    def copied(app: App) -> None:
+        uri = tmp_path / "local" / "apps" / app.name / app.hex / "uri"
+        seen.append(
+            (
+                app.name,
+                all(store.has_blob(b) for b in app.blobs()),
+                uri.is_file(),
+                store.has_blob(app2.images[0].layers[0]),  # the last app's own layer
+            )
+        )
+
+    asyncio.run(store.copy_in(src, [app3, app1, app2], on_app_copied=copied))
+
+    assert seen == [
+        ("app3", True, True, False),  # told before anything is copied
+        ("app1", True, True, False),  # told before app2's layer is copied
+        ("app2", True, True, True),
+    ]
+
+
 async def test_local_store_refuses_when_blobs_do_not_fit(tmp_path: Path) -> None:
     src = tmp_path / "src"
     app = _app(src)

@@ -1,6 +1,8 @@
-"""A rootfs+apps install copies the apps first, then pulls the rootfs while the apps' images
-load: the load starts once the pull's space check passed, and whichever of the two fails
-first stops the other and is journalled as its own step."""
+"""A rootfs+apps install copies the apps, then pulls the rootfs; each app's images load as
+soon as its blobs are in the store, beside the rest of the copy and the pull. A load begins
+before the pull only while the rootfs still fits beside what is left to copy, else after the
+pull's space check; whichever step fails first stops the others and is journalled as its
+own step."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 
 from aklited.engine.phases import Phase
 from aklited.errors import (
+    AppsCopyError,
     AppsRunError,
     InternalError,
     RootfsCopyError,
@@ -18,6 +21,14 @@ from aklited.errors import (
 )
 from aklited.outcomes import StatusCode
 from tests.fakes import Rig, make_target
+
+TWO_APPS = ("db", "web")
+
+
+async def turns(n: int = 50) -> None:
+    """A few turns of the loop: no thread or timer runs between the steps tested here."""
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 async def assert_failed_and_settled(rig: Rig, code: int, failed_step: str) -> None:
@@ -31,33 +42,75 @@ async def assert_failed_and_settled(rig: Rig, code: int, failed_step: str) -> No
     assert not device.lock.held
 
 
+async def test_each_app_loads_as_soon_as_its_blobs_are_in_the_store(rig: Rig) -> None:
+    target = make_target(2, apps=TWO_APPS)
+    between_apps = rig.device.faults.gate("apps.copy.app_copied")  # the copy, after "db"
+    task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
+    await between_apps.entered.wait()
+    await turns()
+
+    assert rig.device.apps.loaded == [{"db": target.apps["db"]}]  # "web" is not copied yet
+    assert "rootfs.pull" not in rig.device.faults.calls
+    between_apps.open()
+    assert (await task).code == StatusCode.NEEDS_REBOOT
+    assert sorted(rig.device.apps.loaded, key=sorted) == [
+        {"db": target.apps["db"]},
+        {"web": target.apps["web"]},
+    ]
+    assert rig.device.rootfs.pulled == [target.ostree_commit]
+    # The rootfs was weighed beside what was left to copy: "web", then nothing.
+    first, second = rig.device.rootfs.fit_checks
+    assert first > 0 and second == 0
+    states = await rig.states((await rig.latest()).id)
+    assert states.index(Phase.STAGING_APPS) < states.index(Phase.PULLING)
+
+
 async def test_the_images_load_while_the_rootfs_is_copied(rig: Rig) -> None:
     target = make_target(2)
     copying = rig.device.faults.gate("rootfs.pull.copying")
     task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
     await copying.entered.wait()
-    # The pull is held in its copy; the load needs nothing more from it and goes ahead (no
-    # thread or timer in between: a few turns of the loop, however fast the machine).
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await turns()
 
     assert rig.device.apps.loaded == [dict(target.apps)]
     assert rig.device.rootfs.pulled == []
     copying.open()
     assert (await task).code == StatusCode.NEEDS_REBOOT
     assert rig.device.rootfs.pulled == [target.ostree_commit]
-    states = await rig.states((await rig.latest()).id)
-    assert states.index(Phase.STAGING_APPS) < states.index(Phase.PULLING)
 
 
-async def test_no_image_loads_when_the_rootfs_does_not_fit(rig: Rig) -> None:
+async def test_a_load_waits_for_the_pull_s_space_check_while_the_rootfs_would_not_fit_beside(
+    rig: Rig,
+) -> None:
+    target = make_target(2, apps=TWO_APPS)
+    rig.device.rootfs.room = 0  # the rootfs fits, with nothing more beside it
+    between_apps = rig.device.faults.gate("apps.copy.app_copied")
+    pulling = rig.device.faults.gate("rootfs.pull")  # before the pull's space check
+    task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
+    await between_apps.entered.wait()
+    await turns()
+
+    assert rig.device.rootfs.fit_checks and rig.device.apps.loaded == []  # "db" waits
+    between_apps.open()
+    await pulling.entered.wait()
+    await turns()
+    # Nothing left to copy: "web" fits beside and loads; "db" still waits for the check.
+    assert rig.device.apps.loaded == [{"web": target.apps["web"]}]
+    pulling.open()
+    assert (await task).code == StatusCode.NEEDS_REBOOT
+    assert rig.device.apps.loaded[1:] == [{"db": target.apps["db"]}]
+
+
+async def test_no_image_loads_when_the_rootfs_no_longer_fits(rig: Rig) -> None:
+    # Sized before the copy, the rootfs no longer fits once the apps are in: the loads
+    # wait for the pull's space check, which refuses it.
     error = RootfsNoSpaceError("needs 900 MiB, 12 MiB free")
+    rig.device.rootfs.room = -1
     rig.device.faults.fail("rootfs.pull", error)  # the walk and the space check
 
-    outcome = asyncio.create_task(rig.engine.install(rig.bundle(make_target(2))))
-
     with pytest.raises(RootfsNoSpaceError) as raised:
-        await outcome
+        await rig.engine.install(rig.bundle(make_target(2, apps=TWO_APPS)))
+
     assert raised.value is error
     assert "apps.copy" in rig.device.faults.calls  # the apps were copied before the pull
     assert "apps.load" not in rig.device.faults.calls
@@ -65,18 +118,69 @@ async def test_no_image_loads_when_the_rootfs_does_not_fit(rig: Rig) -> None:
     await assert_failed_and_settled(rig, StatusCode.NO_SPACE, str(Phase.PULLING))
 
 
-async def test_a_failed_load_stops_the_pull(rig: Rig) -> None:
+async def test_a_failed_load_stops_the_copy(rig: Rig) -> None:
+    target = make_target(2, apps=TWO_APPS)
     error = AppsRunError("docker load: unexpected EOF")
     rig.device.faults.fail("apps.load", error)
-    copying = rig.device.faults.gate("rootfs.pull.copying")  # never opened: held to the end
+    rig.device.faults.gate("apps.copy.app_copied")  # never opened: the copy held after "db"
 
+    with pytest.raises(AppsRunError) as raised:
+        await rig.engine.install(rig.bundle(target))
+
+    assert raised.value is error
+    assert target.apps["web"] not in rig.device.apps.store  # the copy never went on
+    assert "rootfs.pull" not in rig.device.faults.calls
+    await assert_failed_and_settled(rig, StatusCode.IMAGE_LOAD_FAILED, str(Phase.STAGING_APPS))
+
+
+async def test_a_failed_copy_stops_the_loads_under_way(rig: Rig) -> None:
+    target = make_target(2, apps=TWO_APPS)
+    error = AppsCopyError("reading the drive: I/O error")
+    loading = rig.device.faults.gate("apps.load")  # never opened: held to the end
+    rig.device.faults.fail("apps.copy.app_copied", error)  # the copy fails after "db"
+    others = asyncio.all_tasks()
+
+    with pytest.raises(AppsCopyError) as raised:
+        await rig.engine.install(rig.bundle(target))
+
+    assert raised.value is error
+    assert loading.entered.is_set()  # "db" was loading when the copy failed
+    assert rig.device.apps.loaded == []  # and never finished
+    assert asyncio.all_tasks() == others  # the load was cancelled and awaited
+    await assert_failed_and_settled(rig, StatusCode.DOWNLOAD_FAILED, str(Phase.STAGING_APPS))
+
+
+async def test_a_cancelled_install_leaves_no_load_behind(rig: Rig) -> None:
+    loading = rig.device.faults.gate("apps.load")  # never opened
+    between_apps = rig.device.faults.gate("apps.copy.app_copied")  # never opened
+    others = asyncio.all_tasks()
+    task = asyncio.create_task(rig.engine.install(rig.bundle(make_target(2, apps=TWO_APPS))))
+    await loading.entered.wait()
+    await between_apps.entered.wait()
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() == others
+    install = await rig.latest()
+    assert [state for state, _ in await rig.failures(install.id)] == ["staging-apps-failed"]
+
+
+async def test_a_failed_load_stops_the_pull(rig: Rig) -> None:
+    error = AppsRunError("docker load: unexpected EOF")
+    loading = rig.device.faults.gate("apps.load")
+    rig.device.faults.fail("apps.load", error)  # once its gate opens
+    copying = rig.device.faults.gate("rootfs.pull.copying")  # never opened: held to the end
     task = asyncio.create_task(rig.engine.install(rig.bundle(make_target(2))))
+    await copying.entered.wait()
+
+    loading.open()
 
     with pytest.raises(AppsRunError) as raised:
         await task
     assert raised.value is error
-    assert copying.entered.is_set()  # the pull was copying when the load failed
-    assert rig.device.rootfs.pulled == []  # and never finished
+    assert rig.device.rootfs.pulled == []  # the pull never finished
     await assert_failed_and_settled(rig, StatusCode.IMAGE_LOAD_FAILED, str(Phase.STAGING_APPS))
 
 
