@@ -187,6 +187,49 @@ class _Progress:
             log.exception("progress observer failed")
 
 
+class _AppLoads:
+    """The loads of a target's apps, each begun once :meth:`copied` says its app is in the
+    device store: the loads of different apps run side by side, beside the rest of the copy.
+
+    ``wait_for_room(name)``, if given, is awaited before an app's load begins.
+    """
+
+    def __init__(
+        self,
+        port: AppsPort,
+        apps: Mapping[str, str],
+        progress: _Progress,
+        wait_for_room: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self._port = port
+        self._apps = apps
+        self._progress = progress
+        self._wait_for_room = wait_for_room
+        self._in_store = {name: asyncio.Event() for name in apps}
+        self.loaded: set[str] = set()
+
+    def copied(self, name: str) -> None:
+        if name in self._in_store:
+            self._in_store[name].set()
+
+    def all_copied(self) -> None:
+        for event in self._in_store.values():
+            event.set()
+
+    async def run(self) -> None:
+        # The tasks are made here: a cancellation before this runs leaves none behind.
+        await side_by_side(
+            *(asyncio.ensure_future(self._load(name)) for name in sorted(self._apps))
+        )
+
+    async def _load(self, name: str) -> None:
+        await self._in_store[name].wait()
+        if self._wait_for_room is not None:
+            await self._wait_for_room(name)
+        await self._port.load({name: self._apps[name]}, progress=self._progress.note)
+        self.loaded.add(name)
+
+
 class Engine:
     """Drives offline updates: one call at a time per device (busy, then the update lock)."""
 
@@ -694,8 +737,29 @@ class Engine:
         )
 
     async def _copy_then_load(self, target: Target, src_dir: Path, progress: _Progress) -> None:
-        await self._apps.copy(src_dir / "apps", target.apps, progress=progress.apps)
-        await self._apps.load(target.apps, progress=progress.apps)
+        loads = _AppLoads(self._apps, target.apps, progress)
+        loading = asyncio.ensure_future(loads.run())
+        await self._copy_beside(target, src_dir, progress, loads, loading)
+        await loading
+
+    async def _copy_beside(
+        self,
+        target: Target,
+        src_dir: Path,
+        progress: _Progress,
+        loads: _AppLoads,
+        loading: asyncio.Future[None],
+    ) -> None:
+        """Copy the apps while their loads begin as each is in the store; a failed load
+        stops the copy, a failed copy the loads (``loading`` runs on past a copy that ends
+        well)."""
+        copying = asyncio.ensure_future(
+            self._apps.copy(
+                src_dir / "apps", target.apps, progress=progress.apps, on_copied=loads.copied
+            )
+        )
+        await await_beside(copying, loading)
+        loads.all_copied()  # the copy ended well: every app is in the store
 
     async def _copy_and_deploy(
         self, install: InstallRecord, target: Target, src_dir: Path, progress: _Progress
@@ -766,52 +830,32 @@ class Engine:
         for the pull.
         """
         apps = target.apps
-        copied = {name: asyncio.Event() for name in apps}
-        loaded: set[str] = set()
         space_checked = asyncio.Event()
 
-        async def load(name: str) -> None:
-            await copied[name].wait()
+        async def wait_for_room(name: str) -> None:
             if not space_checked.is_set() and not await self._rootfs.fits_beside(
                 commit=target.ostree_commit, beside=progress.apps_left
             ):
                 log.info("app load waits for the pull's space check", app=name)
                 await space_checked.wait()
-            await self._apps.load({name: apps[name]}, progress=progress.note)
-            loaded.add(name)
-
-        async def load_each() -> None:
-            # The tasks are made here: a cancellation before this runs leaves none behind.
-            await side_by_side(*(asyncio.ensure_future(load(name)) for name in sorted(apps)))
-
-        def app_copied(name: str) -> None:
-            if name in copied:
-                copied[name].set()
 
         async def pull() -> None:
             await self._pull(target, src_dir, progress, space_checked.set)
             space_checked.set()
 
+        loads = _AppLoads(self._apps, apps, progress, wait_for_room)
         await self._record(install.id, Phase.STAGING_APPS, apps=sorted(apps))
-        loading = asyncio.ensure_future(load_each())
+        loading = asyncio.ensure_future(loads.run())
         running: list[asyncio.Future[Any]] = [loading]
         step: Phase | None = Phase.STAGING_APPS
         try:
-            copying = asyncio.ensure_future(
-                self._apps.copy(
-                    src_dir / "apps", apps, progress=progress.apps, on_copied=app_copied
-                )
-            )
-            running.append(copying)
-            await await_beside(copying, loading)
-            for event in copied.values():  # the copy ended well: every app is in the store
-                event.set()
+            await self._copy_beside(target, src_dir, progress, loads, loading)
             step = None  # a journal that fails to record is no step's failure
             await self._record(
                 install.id,
                 Phase.PULLING,
                 commit=target.ostree_commit,
-                loading=sorted(set(apps) - loaded),
+                loading=sorted(set(apps) - loads.loaded),
             )
             step = Phase.PULLING
             pulling = asyncio.ensure_future(pull())

@@ -1,8 +1,8 @@
-"""A rootfs+apps install copies the apps, then pulls the rootfs; each app's images load as
-soon as its blobs are in the store, beside the rest of the copy and the pull. A load begins
-before the pull only while the rootfs still fits beside what is left to copy, else after the
-pull's space check; whichever step fails first stops the others and is journalled as its
-own step."""
+"""Each app's images load as soon as its blobs are in the store, beside the rest of the
+copy: in a rootfs+apps install, which copies the apps and then pulls the rootfs, beside the
+pull as well. A load begins before the pull only while the rootfs still fits beside what is
+left to copy, else after the pull's space check; whichever step fails first stops the
+others and is journalled as its own step."""
 
 from __future__ import annotations
 
@@ -63,6 +63,24 @@ async def test_each_app_loads_as_soon_as_its_blobs_are_in_the_store(rig: Rig) ->
     assert first > 0 and second == 0
     states = await rig.states((await rig.latest()).id)
     assert states.index(Phase.STAGING_APPS) < states.index(Phase.PULLING)
+
+
+async def test_an_apps_only_update_loads_each_app_as_soon_as_it_is_copied(rig: Rig) -> None:
+    v1 = make_target(1, apps=TWO_APPS)
+    await rig.update_to(v1)
+    v2 = make_target(2, commit=v1.ostree_commit, apps=TWO_APPS)
+    rig.device.apps.loaded.clear()
+    rig.device.rootfs.fit_checks.clear()
+    between_apps = rig.device.faults.gate("apps.copy.app_copied")
+    task = asyncio.create_task(rig.engine.install(rig.bundle(v2)))
+    await between_apps.entered.wait()
+    await turns()
+
+    assert rig.device.apps.loaded == [{"db": v2.apps["db"]}]
+    between_apps.open()
+    assert (await task).code == StatusCode.NEEDS_DOCKER_RESTART
+    assert rig.device.apps.loaded[1:] == [{"web": v2.apps["web"]}]
+    assert rig.device.rootfs.fit_checks == []  # no rootfs to make room for
 
 
 async def test_the_images_load_while_the_rootfs_is_copied(rig: Rig) -> None:
