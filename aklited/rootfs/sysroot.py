@@ -44,6 +44,7 @@ from aklited.errors import (
     RootfsRollbackError,
     RootfsSysrootError,
 )
+from aklited.host.writeback import writing_back
 from aklited.rootfs import content as ostree_content
 from aklited.rootfs import repo as ostree_repo
 from aklited.rootfs import space as ostree_space
@@ -504,13 +505,14 @@ class OstreeSysroot:
         args = [f"--repo={self.repo}", "pull-local"]
         if self.verify_objects:
             args.append("--untrusted")
-        await self._ostree(
-            [*args, str(source_repo), commit],
-            error=RootfsCopyError,
-            what=f"copying commit {commit} from {source_repo}",
-            on_line=progress.on_line,
-            classify=_pull_failure,
-        )
+        async with writing_back(self.repo):
+            await self._ostree(
+                [*args, str(source_repo), commit],
+                error=RootfsCopyError,
+                what=f"copying commit {commit} from {source_repo}",
+                on_line=progress.on_line,
+                classify=_pull_failure,
+            )
 
     async def _pulled(
         self, commit: str, progress: PullProgress, estimate: SpaceEstimate
