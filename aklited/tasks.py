@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -38,11 +38,11 @@ async def side_by_side(*tasks: asyncio.Future[T]) -> list[T]:
     try:
         return await asyncio.gather(*tasks)
     except BaseException as first:
-        await _stop(tasks, first)
+        await stop_tasks(tasks, first)
         raise
 
 
-async def _stop(tasks: tuple[asyncio.Future[Any], ...], first: BaseException) -> None:
+async def stop_tasks(tasks: Sequence[asyncio.Future[Any]], first: BaseException) -> None:
     """Cancel ``tasks`` and wait for them to end; what they raised besides ``first`` is
     logged and noted on it."""
     for task in tasks:
@@ -64,5 +64,5 @@ async def await_beside(main: asyncio.Future[T], beside: asyncio.Future[Any]) -> 
             beside.result()  # its failure; having ended well, it leaves main to await
         return await main
     except BaseException as first:
-        await _stop((main, beside), first)
+        await stop_tasks((main, beside), first)
         raise

@@ -366,7 +366,8 @@ class FakeApps:
         self.fail_on_cancel: BaseException | None = None  # what a cancelled load raises
         self.retired: list[dict[str, str]] = []
 
-    def _bytes(self, apps: Mapping[str, str]) -> int:
+    def total(self, apps: Mapping[str, str]) -> int:
+        """The bytes a stage of ``apps`` copies."""
         return sum(self.sizes.get(uri, DEFAULT_APP_BYTES) for uri in set(apps.values()))
 
     async def ready(self) -> None:
@@ -374,7 +375,7 @@ class FakeApps:
 
     async def stage_size(self, src_store: Path, apps: Mapping[str, str]) -> int:
         await self._faults.enter("apps.stage_size")
-        return self._bytes(apps)
+        return self.total(apps)
 
     async def copy(
         self,
@@ -385,7 +386,7 @@ class FakeApps:
         on_copied: Callable[[str], None] | None = None,
     ) -> None:
         await self._faults.enter("apps.copy")
-        total = self._bytes(apps)
+        total = self.total(apps)
         names = sorted(apps)
         copied = 0
         for step in range(PROGRESS_STEPS + 1):
@@ -409,7 +410,7 @@ class FakeApps:
             raise
         if missing := sorted(name for name, uri in apps.items() if uri not in self.store):
             raise AppsContentMissingError(f"apps not in the device store: {', '.join(missing)}")
-        total = self._bytes(apps)
+        total = self.total(apps)
         if progress is not None:
             progress(total, total, f"loaded {len(apps)} apps")
         self.loaded.append(dict(apps))

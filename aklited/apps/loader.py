@@ -60,6 +60,10 @@ class ImageLoader:
         self._docker = docker
         self._root = store_root
         self._patched: bool | None = None  # unknown until the first load
+        # The images a load under way owns, by config digest: a load (of another app) that
+        # shares one waits for it to end, then finds the image present or loads it itself,
+        # and a load that fails removes only what it owned.
+        self._owned: dict[str, asyncio.Future[None]] = {}
 
     @property
     def engine_is_patched(self) -> bool | None:
@@ -78,6 +82,21 @@ class ImageLoader:
                 70 if a blob no longer matches its digest while streaming.
         """
         unique = list({image.config.hex: image for image in images}.values())
+        while busy := [self._owned[i.config.hex] for i in unique if i.config.hex in self._owned]:
+            await asyncio.wait(busy)
+        # Taken with no await since the loop above found them free.
+        owned = {image.config.hex: asyncio.get_running_loop().create_future() for image in unique}
+        self._owned.update(owned)
+        try:
+            return await self._load_owned(unique, what=what, rehash=rehash)
+        finally:
+            for hex_, done in owned.items():
+                del self._owned[hex_]
+                done.set_result(None)
+
+    async def _load_owned(
+        self, unique: Sequence[AppImage], *, what: str, rehash: bool
+    ) -> LoadOutcome:
         present = [image for image in unique if await self._has_image(image)]
         missing = [image for image in unique if image not in present]
         for image in present:

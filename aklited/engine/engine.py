@@ -62,9 +62,13 @@ from aklited.errors import (
     RootfsError,
 )
 from aklited.outcomes import StatusCode
-from aklited.tasks import await_beside, side_by_side
+from aklited.tasks import await_beside, side_by_side, stop_tasks, to_completion
 
 log = structlog.get_logger(__name__)
+
+# What a Compose App's images take once dockerd has unpacked them, against their blobs (gzip
+# layers unpack to about two to three times their size): room an early load must leave.
+UNPACKED_RATIO = 3
 
 T = TypeVar("T")
 
@@ -165,6 +169,11 @@ class _Progress:
     def note(self, _done: int, _total: int, message: str) -> None:
         """A step's news without bytes of its own (an app's load, beside the copies)."""
         self._report(message)
+
+    @property
+    def apps_total(self) -> int:
+        """The apps' bytes as sized before the copy (0: none, or not known)."""
+        return self._apps_total
 
     @property
     def apps_left(self) -> int:
@@ -822,19 +831,25 @@ class Engine:
         The drive is read from start to end without a pause, and the loads' work (dockerd's
         CPU, the device's store) hides behind the copies. An app's load begins before the
         pull only while the rootfs, as sized before the copy, still fits beside what the
-        copy has yet to write; else it waits for the pull's own space check, so that no
-        image takes the room the rootfs needs. What dockerd unpacks is weighed by neither:
-        filling the file system ends the install with 60 (ostree's own free-space limit)
-        or 80 (dockerd). Whichever fails first stops the others and is journalled under
-        its own step: ``staging-apps-failed`` for the copy or a load, ``pulling-failed``
-        for the pull.
+        copy has yet to write and the images unpacked (:data:`UNPACKED_RATIO` times the
+        apps' blobs); else it waits for the pull's own space check, as every load did
+        before. Images that unpack larger than that, like dockerd's unpacking beside the
+        pull, are weighed by no check: filling the file system ends the install with 60
+        (ostree's own free-space limit, or the pull's check) or 80 (dockerd). Whichever
+        fails first stops the others and is journalled under its own step:
+        ``staging-apps-failed`` for the copy or a load, ``pulling-failed`` for the pull.
         """
         apps = target.apps
         space_checked = asyncio.Event()
 
         async def wait_for_room(name: str) -> None:
-            if not space_checked.is_set() and not await self._rootfs.fits_beside(
-                commit=target.ostree_commit, beside=progress.apps_left
+            if space_checked.is_set():
+                return
+            # Beside the rootfs: what the copy has yet to write, and every app's images
+            # as dockerd unpacks them. Apps of no known size load after the check.
+            beside = progress.apps_left + UNPACKED_RATIO * progress.apps_total
+            if progress.apps_total == 0 or not await self._rootfs.fits_beside(
+                commit=target.ostree_commit, beside=beside
             ):
                 log.info("app load waits for the pull's space check", app=name)
                 await space_checked.wait()
@@ -862,9 +877,8 @@ class Engine:
             running.append(pulling)
             await side_by_side(pulling, loading)
         except BaseException as e:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            # To their end even if cancelled again; what they raised besides is noted on e.
+            await to_completion(partial(stop_tasks, running, e))
             if step is None or not isinstance(e, Exception | asyncio.CancelledError):
                 raise  # not a failure to settle (a test's simulated kill)
             if step is Phase.PULLING and not _raised(pulling, e):

@@ -49,7 +49,12 @@ def _libc_syncfs() -> Sync | None:
     return sync
 
 
-def _write_back(fd: int, sync: Sync, every_s: float, stop: threading.Event) -> None:
+def _write_back(directory: Path, sync: Sync, every_s: float, stop: threading.Event) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        log.warning("cannot write back beside the copy", directory=str(directory), error=str(e))
+        return
     try:
         while not stop.wait(every_s):
             sync(fd)
@@ -71,22 +76,18 @@ async def writing_back(
         log.info("no syncfs here: a copy is written back when it syncs")
         yield
         return
-    try:
-        fd = await asyncio.to_thread(
-            os.open, directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-        )
-    except OSError as e:
-        log.warning("cannot write back beside the copy", directory=str(directory), error=str(e))
-        yield
-        return
     stop = threading.Event()
+    # The thread opens and closes its descriptor itself: nothing of it is left to a
+    # cancellation here.
     thread = threading.Thread(
-        target=_write_back, args=(fd, sync, every_s, stop), name="aklited-writeback", daemon=True
+        target=_write_back,
+        args=(directory, sync, every_s, stop),
+        name="aklited-writeback",
+        daemon=True,
     )
     try:
         thread.start()
     except RuntimeError as e:  # no thread to be had
-        os.close(fd)
         log.warning("cannot write back beside the copy", error=str(e))
         yield
         return
@@ -94,5 +95,6 @@ async def writing_back(
         yield
     finally:
         stop.set()
-        # The thread closes its descriptor; a cancellation leaves it to end by itself.
+        # A cancellation here leaves the thread to end by itself, at once or after the
+        # sync under way.
         await asyncio.to_thread(thread.join)

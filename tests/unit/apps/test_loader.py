@@ -69,6 +69,8 @@ class FakeDocker:
         self._image = image
         self._outcomes = outcomes
         self.loads: list[bool] = []  # per load: was it a digest-ref (patched) load?
+        self.queried = asyncio.Event()  # a load has reached the engine
+        self.answer: asyncio.Event | None = None  # if set: loads wait for it to answer
 
     async def version(self) -> dict[str, Any]:
         return {"Version": "27.1.0"}
@@ -78,6 +80,9 @@ class FakeDocker:
         self, path: str, method: str, *, data: AsyncIterator[bytes], **_: Any
     ) -> AsyncIterator[_Response]:
         assert (path, method) == ("images/load", "POST")
+        self.queried.set()
+        if self.answer is not None:
+            await self.answer.wait()
         body = b"".join([chunk async for chunk in data])
         # manifest.json comes first: its JSON follows the tar header (no tarfile here, whose
         # buffered reads blockbuster would count against the loader's stack).
@@ -119,6 +124,44 @@ async def test_connection_failure_keeps_digest_loads(tmp_path: Path, failure: st
     await loader.load([image], what="app a")
     assert docker.loads == [True, True]
     assert loader.engine_is_patched is True
+
+
+async def test_a_load_of_an_image_another_load_streams_waits_and_finds_it(
+    tmp_path: Path,
+) -> None:
+    # Two apps that share an image, loaded side by side: it is streamed once.
+    loader, docker, image = _loader(tmp_path, ["ok", "ok"])
+    docker.answer = asyncio.Event()
+    first = asyncio.create_task(loader.load([image], what="app a"))
+    await docker.queried.wait()  # the first load is streaming the image
+    second = asyncio.create_task(loader.load([image], what="app b"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not second.done() and docker.loads == []
+
+    docker.answer.set()
+
+    assert (await first).loaded == (image.ref,)
+    assert (await second).present == (image.ref,)
+    assert docker.loads == [True]
+
+
+async def test_an_image_whose_load_failed_beside_is_loaded_by_the_app_that_waited(
+    tmp_path: Path,
+) -> None:
+    loader, docker, image = _loader(tmp_path, ["no-connection", "ok"])
+    docker.answer = asyncio.Event()
+    first = asyncio.create_task(loader.load([image], what="app a"))
+    await docker.queried.wait()
+    second = asyncio.create_task(loader.load([image], what="app b"))
+    await asyncio.sleep(0)
+
+    docker.answer.set()
+
+    with pytest.raises(AppsRunError):
+        await first
+    assert (await second).loaded == (image.ref,)
+    assert docker.loads == [True, True]
 
 
 @pytest.mark.parametrize("refusal", ["refuse", "http-refuse"])

@@ -7,9 +7,11 @@ others and is journalled as its own step."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
+from aklited.engine.engine import UNPACKED_RATIO
 from aklited.engine.phases import Phase
 from aklited.errors import (
     AppsCopyError,
@@ -58,9 +60,11 @@ async def test_each_app_loads_as_soon_as_its_blobs_are_in_the_store(rig: Rig) ->
         {"web": target.apps["web"]},
     ]
     assert rig.device.rootfs.pulled == [target.ostree_commit]
-    # The rootfs was weighed beside what was left to copy: "web", then nothing.
+    # The rootfs was weighed beside what was left to copy ("web", then nothing) and the
+    # images unpacked.
+    unpacked = UNPACKED_RATIO * rig.device.apps.total(target.apps)
     first, second = rig.device.rootfs.fit_checks
-    assert first > 0 and second == 0
+    assert first > unpacked and second == unpacked
     states = await rig.states((await rig.latest()).id)
     assert states.index(Phase.STAGING_APPS) < states.index(Phase.PULLING)
 
@@ -101,7 +105,8 @@ async def test_a_load_waits_for_the_pull_s_space_check_while_the_rootfs_would_no
     rig: Rig,
 ) -> None:
     target = make_target(2, apps=TWO_APPS)
-    rig.device.rootfs.room = 0  # the rootfs fits, with nothing more beside it
+    # The rootfs fits beside the images unpacked, with nothing more beside it.
+    rig.device.rootfs.room = UNPACKED_RATIO * rig.device.apps.total(target.apps)
     between_apps = rig.device.faults.gate("apps.copy.app_copied")
     pulling = rig.device.faults.gate("rootfs.pull")  # before the pull's space check
     task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
@@ -117,6 +122,22 @@ async def test_a_load_waits_for_the_pull_s_space_check_while_the_rootfs_would_no
     pulling.open()
     assert (await task).code == StatusCode.NEEDS_REBOOT
     assert rig.device.apps.loaded[1:] == [{"db": target.apps["db"]}]
+
+
+async def test_apps_of_no_known_size_load_after_the_pull_s_space_check(rig: Rig) -> None:
+    target = make_target(2, apps=TWO_APPS)
+    for uri in target.apps.values():
+        rig.device.apps.sizes[uri] = 0  # as when the sizes could not be read before the copy
+    pulling = rig.device.faults.gate("rootfs.pull")  # before the pull's space check
+    task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
+    await pulling.entered.wait()
+    await turns()
+
+    assert rig.device.apps.loaded == []
+    assert "rootfs.fits_beside" not in rig.device.faults.calls
+    pulling.open()
+    assert (await task).code == StatusCode.NEEDS_REBOOT
+    assert len(rig.device.apps.loaded) == 2
 
 
 async def test_no_image_loads_when_the_rootfs_no_longer_fits(rig: Rig) -> None:
@@ -183,6 +204,31 @@ async def test_a_cancelled_install_leaves_no_load_behind(rig: Rig) -> None:
     assert asyncio.all_tasks() == others
     install = await rig.latest()
     assert [state for state, _ in await rig.failures(install.id)] == ["staging-apps-failed"]
+
+
+async def test_a_journal_that_fails_between_the_steps_stops_the_loads_and_tells_theirs(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_error = AppsRunError("removing the half-loaded images failed")
+    full = OSError(28, "No space left on device")
+    record = rig.journal.record
+
+    def record_unless_pulling(install_id: int | None, state: str, **detail: Any) -> Any:
+        if state == Phase.PULLING:
+            raise full
+        return record(install_id, state, **detail)
+
+    monkeypatch.setattr(rig.journal, "record", record_unless_pulling)
+    rig.device.faults.gate("apps.load")  # never opened: in flight when the journal fails
+    rig.device.apps.fail_on_cancel = load_error  # raised as the load stops
+    others = asyncio.all_tasks()
+
+    with pytest.raises(Exception) as raised:
+        await rig.engine.install(rig.bundle(make_target(2, apps=TWO_APPS)))
+
+    assert full in (raised.value, raised.value.__cause__)
+    assert asyncio.all_tasks() == others  # the loads were stopped and awaited
+    assert any(str(load_error) in note for note in full.__notes__)
 
 
 async def test_a_failed_load_stops_the_pull(rig: Rig) -> None:

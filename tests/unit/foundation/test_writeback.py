@@ -33,6 +33,14 @@ class Recorder:
             raise self._error
 
 
+def names(fd: int, directory: Path) -> bool:
+    """Whether ``fd`` is open on ``directory`` (a number closed may be taken again since)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == str(directory)
+    except FileNotFoundError:
+        return False
+
+
 async def test_the_file_system_is_written_back_again_and_again_until_the_end(
     tmp_path: Path,
 ) -> None:
@@ -47,6 +55,7 @@ async def test_the_file_system_is_written_back_again_and_again_until_the_end(
     assert all(mode == os.stat(tmp_path).st_mode for mode in sync.modes)
     await asyncio.sleep(0)
     assert len(sync.fds) == calls  # the thread ended with the block
+    assert not await asyncio.to_thread(names, sync.fds[0], tmp_path)  # and closed its fd
 
 
 async def test_a_sync_that_fails_ends_the_writing_back_not_the_work(tmp_path: Path) -> None:
