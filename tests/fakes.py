@@ -364,6 +364,7 @@ class FakeApps:
         self.started: list[dict[str, str]] = []
         self.loaded: list[dict[str, str]] = []  # the images loaded into the engine, by call
         self.fail_on_cancel: BaseException | None = None  # what a cancelled load raises
+        self.tells_copied = True  # copy() names each app once it is in (a port may not)
         self.retired: list[dict[str, str]] = []
 
     def total(self, apps: Mapping[str, str]) -> int:
@@ -397,7 +398,7 @@ class FakeApps:
                 name = names[copied]
                 self.store.add(apps[name])
                 copied += 1
-                if on_copied is not None:
+                if on_copied is not None and self.tells_copied:
                     on_copied(name)
                 await self._faults.enter("apps.copy.app_copied")
 

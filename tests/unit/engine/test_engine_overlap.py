@@ -87,6 +87,23 @@ async def test_an_apps_only_update_loads_each_app_as_soon_as_it_is_copied(rig: R
     assert rig.device.rootfs.fit_checks == []  # no rootfs to make room for
 
 
+async def test_apps_a_copy_never_named_load_once_it_ended(rig: Rig) -> None:
+    # A port that does not name each app as it is in: its apps load after the whole copy.
+    target = make_target(2, apps=TWO_APPS)
+    rig.device.apps.tells_copied = False
+    copying = rig.device.faults.gate("rootfs.pull.copying")
+    task = asyncio.create_task(rig.engine.install(rig.bundle(target)))
+    await copying.entered.wait()
+    await turns()
+
+    assert sorted(rig.device.apps.loaded, key=sorted) == [
+        {"db": target.apps["db"]},
+        {"web": target.apps["web"]},
+    ]
+    copying.open()
+    assert (await task).code == StatusCode.NEEDS_REBOOT
+
+
 async def test_the_images_load_while_the_rootfs_is_copied(rig: Rig) -> None:
     target = make_target(2)
     copying = rig.device.faults.gate("rootfs.pull.copying")
