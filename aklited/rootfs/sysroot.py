@@ -98,6 +98,12 @@ class PruneResult:
     deleted_objects: int
 
 
+# A commit the repo holds already: nothing of it to write.
+_NOTHING_TO_PULL = SpaceEstimate(
+    missing_objects=0, missing_bytes=0, required_bytes=0, free_bytes=0, reserved_bytes=0
+)
+
+
 class OstreeSysroot:
     """The OSTree sysroot of one device, driven through the ``ostree`` command line."""
 
@@ -130,8 +136,8 @@ class OstreeSysroot:
         self.ostree_bin = ostree_bin
         # The last walk of a bundle's commit, for the pull after it.
         self._walked: tuple[_WalkKey, ostree_space.TreeListing] | None = None
-        # The commit pull_size() last sized and the bytes its pull and deploy need.
-        self._sized: tuple[str, int] | None = None
+        # The commit pull_size() last sized, and its estimate.
+        self._sized: tuple[str, SpaceEstimate] | None = None
         # kept_readings(): how deep, the reading kept, and the changes made so far.
         self._keeping = 0
         self._kept: SysrootStatus | None = None
@@ -327,12 +333,12 @@ class OstreeSysroot:
         """
         self._walked = self._sized = None
         if await self.has_commit(commit):
-            self._sized = (commit, 0)
+            self._sized = (commit, _NOTHING_TO_PULL)
             return 0
         estimate = await self.estimate_space(source_repo=source_repo, commit=commit)
         if not estimate.fits:
             raise self._no_space(commit, estimate)
-        self._sized = (commit, estimate.required_bytes)
+        self._sized = (commit, estimate)
         return estimate.missing_bytes
 
     async def fits_beside(self, *, commit: str, beside: int) -> bool:
@@ -341,13 +347,17 @@ class OstreeSysroot:
         sized, or the free space cannot be read)."""
         if self._sized is None or self._sized[0] != commit:
             return False
-        required = self._sized[1]
         try:
             free = await asyncio.to_thread(ostree_space.free_space, self.repo)
         except OSError as e:
             log.warning("cannot read the free space", repo=str(self.repo), error=str(e))
             return False
-        return free.free_bytes - beside - required >= free.reserved_bytes
+        now = replace(
+            self._sized[1],
+            free_bytes=free.free_bytes - beside,
+            reserved_bytes=free.reserved_bytes,
+        )
+        return now.fits
 
     def _no_space(self, commit: str, estimate: SpaceEstimate) -> RootfsNoSpaceError:
         return RootfsNoSpaceError(
