@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from aklited.apps.adapter import ComposeApps
-from aklited.apps.loader import ImageLoader, _drop_read
+from aklited.apps.loader import ImageLoader, LoadOutcome, _drop_read
 from aklited.apps.model import AppImage
 from aklited.errors import AppsRunError
 from aklited.outcomes import StatusCode
@@ -126,15 +126,23 @@ async def test_connection_failure_keeps_digest_loads(tmp_path: Path, failure: st
     assert loader.engine_is_patched is True
 
 
+async def _second_load_while_the_first_streams(
+    loader: ImageLoader, docker: FakeDocker, image: AppImage
+) -> tuple[asyncio.Task[LoadOutcome], asyncio.Task[LoadOutcome]]:
+    """Two apps' loads of one image: the second begins while the engine holds the first's
+    answer (until ``docker.answer`` is set)."""
+    docker.answer = asyncio.Event()
+    first = asyncio.create_task(loader.load([image], what="app a"))
+    await docker.queried.wait()  # the first load is streaming the image
+    return first, asyncio.create_task(loader.load([image], what="app b"))
+
+
 async def test_a_load_of_an_image_another_load_streams_waits_and_finds_it(
     tmp_path: Path,
 ) -> None:
     # Two apps that share an image, loaded side by side: it is streamed once.
     loader, docker, image = _loader(tmp_path, ["ok", "ok"])
-    docker.answer = asyncio.Event()
-    first = asyncio.create_task(loader.load([image], what="app a"))
-    await docker.queried.wait()  # the first load is streaming the image
-    second = asyncio.create_task(loader.load([image], what="app b"))
+    first, second = await _second_load_while_the_first_streams(loader, docker, image)
     for _ in range(20):
         await asyncio.sleep(0)
     assert not second.done() and docker.loads == []
@@ -150,10 +158,7 @@ async def test_an_image_whose_load_failed_beside_is_loaded_by_the_app_that_waite
     tmp_path: Path,
 ) -> None:
     loader, docker, image = _loader(tmp_path, ["no-connection", "ok"])
-    docker.answer = asyncio.Event()
-    first = asyncio.create_task(loader.load([image], what="app a"))
-    await docker.queried.wait()
-    second = asyncio.create_task(loader.load([image], what="app b"))
+    first, second = await _second_load_while_the_first_streams(loader, docker, image)
     await asyncio.sleep(0)
 
     docker.answer.set()
