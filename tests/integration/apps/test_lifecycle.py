@@ -207,3 +207,21 @@ async def test_apps_load_side_by_side_as_each_is_copied(
         assert f"{image.locator}:{image.root.hex[:7]}" in tags
         info = await docker.images.inspect(f"{image.locator}:{image.root.hex[:7]}")
         assert info["Id"] == image.config.digest
+
+
+async def test_two_apps_with_one_image_load_it_side_by_side(
+    env: AppsEnv, docker: aiodocker.Docker
+) -> None:
+    # The second load waits for the first to stream the image, then finds it present.
+    shared = env.image("shared", marker="shared-1")
+    app1, app2 = env.app("app1", {"web": shared}), env.app("app2", {"worker": shared})
+    target = {app1.name: app1.uri, app2.name: app2.uri}
+    async with env.adapter() as apps:
+        port = ComposeAppsPort(apps)
+        await port.copy(env.bundle, target)
+        with capture_logs() as logs:
+            await asyncio.gather(*(port.load({name: uri}) for name, uri in target.items()))
+    loaded = [e for e in logs if e["event"] == "image loaded"]
+    assert [e["image"] for e in loaded] == [shared.ref]  # streamed once
+    info = await docker.images.inspect(f"{shared.locator}:{shared.root.hex[:7]}")
+    assert info["Id"] == shared.config.digest
