@@ -29,6 +29,8 @@ from aklited.rootfs.sysroot import OstreeSysroot
 
 DEFAULT_KVER = "6.1.24-lmp-standard"
 DEFAULT_KARGS = ("root=LABEL=otaroot", "rootfstype=ext4", "console=ttyS0,115200")
+# What a simulated sysroot keeps free (see init_sysroot).
+SIM_RESERVE = "1MB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +183,21 @@ async def commit_tree(
     return await _ostree(args, f"committing {tree} into {repo}")
 
 
-async def init_sysroot(sysroot: Path, *, osname: str) -> Path:
-    """``ostree admin init-fs`` + ``os-init``: an empty sysroot for ``osname``."""
+async def init_sysroot(sysroot: Path, *, osname: str, reserve: str = SIM_RESERVE) -> Path:
+    """``ostree admin init-fs`` + ``os-init``: an empty sysroot for ``osname``.
+
+    ``reserve`` is the repo's ``core.min-free-space-size``. ostree's default, 3 % of the
+    filesystem, would make a simulated device on the host's disk refuse every pull once
+    that disk is 97 % full, whatever the update's size.
+    """
     await asyncio.to_thread(sysroot.mkdir, parents=True, exist_ok=True)
     await _ostree(["admin", "init-fs", str(sysroot)], f"creating sysroot {sysroot}")
     await _ostree(["admin", "os-init", f"--sysroot={sysroot}", osname], f"initialising {osname}")
+    repo = sysroot / "ostree" / "repo"
+    await _ostree(
+        [f"--repo={repo}", "config", "set", "core.min-free-space-size", reserve],
+        f"setting the free-space reserve of {repo}",
+    )
     return sysroot
 
 

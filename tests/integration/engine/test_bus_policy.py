@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from aklited_sim import remove_tree
 from aklited_sim.bus import policy_bus_config, private_system_bus
 from tests.helpers.dockerd import Dockerd
 from tests.integration.engine.harness import REPO_ROOT, Device, make_e2e_device
@@ -80,7 +81,11 @@ async def device_on_policy_bus(
         (world_reachable / "bus").chmod(0o755)
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
         device, _ = await make_e2e_device(tmp_path, dockerd=dockerd, bus_address=address)
-        yield device
+        try:
+            yield device
+        finally:
+            # Deployments are immutable: pytest's own clean-up could not remove them.
+            await remove_tree(tmp_path / "rootfs")
 
 
 async def test_other_users_read_and_listen_but_cannot_call(
