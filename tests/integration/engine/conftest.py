@@ -39,4 +39,4 @@ async def e2e(
     finally:
         clean_engine(dockerd)
         # ostree marks deployments immutable: clear that so the temp dir can be deleted
-        await remove_tree(tmp_path / "rootfs")
+        await remove_tree(device.sim.root)

@@ -85,7 +85,7 @@ async def device_on_policy_bus(
             yield device
         finally:
             # Deployments are immutable: pytest's own clean-up could not remove them.
-            await remove_tree(tmp_path / "rootfs")
+            await remove_tree(device.sim.root)
 
 
 async def test_other_users_read_and_listen_but_cannot_call(
