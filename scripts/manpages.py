@@ -81,7 +81,8 @@ KEYS: dict[tuple[str, str], str] = {
     'of the target; "": none',
     ("pacman", "compose_apps_root"): "where Compose App projects are installed",
     ("pacman", "reset_apps_root"): "the device's app store",
-    ("pacman", "docker_compose_bin"): "the docker client, run as docker compose",
+    ("pacman", "docker_compose_bin"): "the docker client, run as docker compose; a binary of "
+    "another name (docker-compose) is run as compose itself",
     ("storage", "path"): "aktualizr-lite's storage directory; aklited's journal is there",
     ("storage", "uptane_metadata_path"): "pre-provisioned TUF roots, in ci/ and prod/",
     ("bootloader", "reboot_sentinel_dir"): "where the reboot marker is written",

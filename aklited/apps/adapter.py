@@ -95,7 +95,8 @@ class ComposeApps:
             store_root: the device's app store (``pacman.reset_apps_root``).
             compose_root: where projects are installed (``pacman.compose_apps_root``).
             docker_host: the engine's address (``unix:///...``); None: the default socket.
-            compose_bin: the ``docker`` CLI that has the compose v2 plugin.
+            compose_bin: the ``docker`` CLI that has the compose v2 plugin, or a compose v2
+                binary itself (see :class:`~aklited.apps.composecli.ComposeCli`).
             platform: the device platform images are chosen for (default: this machine's).
             settle_s: how long every service must stay up after ``up`` to count as started.
             start_timeout_s: how long services may take to come up.

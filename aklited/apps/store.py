@@ -312,7 +312,7 @@ async def read_compose_services(
     try:
         done = await compose.run(args, cwd=project, timeout_s=60)
     except (OSError, TimeoutError) as e:
-        raise AppsCorruptError(f"{what}: cannot run {compose.bin} compose config: {e}") from e
+        raise AppsCorruptError(f"{what}: cannot run {compose.name} config: {e}") from e
     if done.returncode != 0:
         raise AppsCorruptError(f"{what}: {COMPOSE_FILE} is invalid: {done.last_error_line()}")
     services = _json(done.stdout.encode(), what=f"{what} {COMPOSE_FILE}").get("services")

@@ -19,6 +19,7 @@ from aklite_bundle.appstore import (
     busybox_rootfs_tar,
 )
 from aklited.apps.adapter import ComposeApps
+from aklited.apps.composecli import DEFAULT_COMPOSE_BIN
 from aklited.apps.platforms import Platform
 from tests.helpers.dockerd import Dockerd, dockerd_fixture
 
@@ -99,11 +100,12 @@ class AppsEnv:
         }
         return self.builder.app(name, specs)
 
-    def adapter(self) -> ComposeApps:
+    def adapter(self, compose_bin: Path = DEFAULT_COMPOSE_BIN) -> ComposeApps:
         return ComposeApps(
             store_root=self.store,
             compose_root=self.compose_root,
             docker_host=self.dockerd.host,
+            compose_bin=compose_bin,
             settle_s=0.6,
             start_timeout_s=30,
         )

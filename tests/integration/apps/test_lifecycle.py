@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiodocker
+import compose
 import pytest
 from structlog.testing import capture_logs
 
@@ -225,3 +227,27 @@ async def test_two_apps_with_one_image_load_it_side_by_side(
     assert [e["image"] for e in loaded] == [shared.ref]  # streamed once
     info = await docker.images.inspect(f"{shared.locator}:{shared.root.hex[:7]}")
     assert info["Id"] == shared.config.digest
+
+
+async def test_a_compose_binary_of_its_own_runs_the_app(
+    env: AppsEnv, docker: aiodocker.Docker, tmp_path: Path
+) -> None:
+    # pacman.docker_compose_bin naming compose itself, as /usr/bin/docker-compose does on
+    # devices set up for it: run without the docker client in front.
+    standalone = tmp_path / "bin" / "docker-compose"
+    standalone.parent.mkdir()
+    standalone.symlink_to(Path(compose.__file__).parent / "docker-compose")
+    image = env.image("busybox")
+    app = env.app("app1", {"a": image})
+    async with env.adapter(compose_bin=standalone) as apps:
+        verified = await apps.verify(env.bundle, {"app1": app.uri})
+        assert [s.name for s in verified[0].services] == ["a"]
+        await apps.fetch(env.bundle, verified)
+        await apps.load(verified)
+        await apps.install(verified)
+        await apps.start(verified)
+        assert (await apps.check_running(verified))["app1"].running
+        await apps.stop(["app1"])
+        assert not (await apps.check_running(verified))["app1"].running
+    [container] = await project_containers(docker, "app1")
+    assert container["State"] == "exited"
