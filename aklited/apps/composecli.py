@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import structlog
 
 from aklited.apps import proc
 
+log = structlog.get_logger(__name__)
+
 DEFAULT_COMPOSE_BIN = Path("/usr/bin/docker")
+# The docker client's own list of the plugins it found, without asking the engine.
+PLUGINS_QUERY = ("info", "--format", "{{json .ClientInfo.Plugins}}")
+PLUGINS_QUERY_TIMEOUT_S = 20.0
+
+
+@dataclass
+class _PluginPath:
+    """Where the docker client runs its compose plugin from, once asked."""
+
+    asked: bool = False
+    path: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,21 +36,28 @@ class ComposeCli:
 
     ``bin`` is read as aktualizr-lite reads ``pacman.docker_compose_bin``: a binary named
     ``docker`` runs its compose plugin (``docker compose ...``); any other binary is compose
-    itself (``/usr/bin/docker-compose ...``), which also spares the docker client's start.
+    itself (``/usr/bin/docker-compose ...``).
+
+    Behind ``docker compose``, the client starts, asks the plugin for its metadata (a second
+    start) and then runs it: three Go programs for one command, and on a cold page cache
+    the client's binary read in as well. So the client is asked once where the plugin is
+    (:data:`PLUGINS_QUERY`, its own plugin search, the engine not contacted) and the plugin
+    is run directly from then on, as compose runs standalone. Whatever keeps that from
+    working falls back to ``docker compose``.
     """
 
     bin: Path = DEFAULT_COMPOSE_BIN
     docker_host: str | None = None
-
-    @property
-    def prefix(self) -> list[str]:
-        """The command line before compose's own arguments."""
-        return [str(self.bin), "compose"] if self.bin.name == "docker" else [str(self.bin)]
+    _plugin: _PluginPath = field(default_factory=_PluginPath, compare=False, repr=False)
 
     @property
     def name(self) -> str:
         """How the command is named in messages: ``docker compose`` or ``docker-compose``."""
-        return " ".join([self.bin.name, *self.prefix[1:]])
+        return f"{self.bin.name} compose" if self._is_docker else self.bin.name
+
+    @property
+    def _is_docker(self) -> bool:
+        return self.bin.name == "docker"
 
     def env(self) -> dict[str, str]:
         """The process environment with ``DOCKER_HOST`` set and no stray ``COMPOSE_*`` settings.
@@ -45,6 +70,17 @@ class ComposeCli:
             env["DOCKER_HOST"] = self.docker_host
         return env
 
+    async def command(self) -> list[str]:
+        """The command line before compose's own arguments."""
+        if not self._is_docker:
+            return [str(self.bin)]
+        if not self._plugin.asked:
+            self._plugin.path = await self._find_plugin()
+            self._plugin.asked = True
+        if self._plugin.path is not None:
+            return [str(self._plugin.path)]
+        return [str(self.bin), "compose"]
+
     async def run(
         self, args: Sequence[str], *, cwd: Path | None = None, timeout_s: float = 300.0
     ) -> proc.Completed:
@@ -54,4 +90,60 @@ class ComposeCli:
             OSError: the binary cannot be started.
             TimeoutError: the command ran longer than ``timeout_s``.
         """
-        return await proc.run([*self.prefix, *args], cwd=cwd, env=self.env(), timeout_s=timeout_s)
+        command = await self.command()
+        try:
+            return await proc.run([*command, *args], cwd=cwd, env=self.env(), timeout_s=timeout_s)
+        except OSError as e:
+            if self._plugin.path is None or command != [str(self._plugin.path)]:
+                raise
+            # The plugin went away (replaced, say): the client finds it, or says why not.
+            log.info("compose plugin cannot start", plugin=command[0], error=str(e))
+            self._plugin.path = None
+            return await proc.run(
+                [str(self.bin), "compose", *args], cwd=cwd, env=self.env(), timeout_s=timeout_s
+            )
+
+    async def _find_plugin(self) -> Path | None:
+        try:
+            done = await proc.run(
+                [str(self.bin), *PLUGINS_QUERY], env=self.env(), timeout_s=PLUGINS_QUERY_TIMEOUT_S
+            )
+            found = compose_plugin(done)
+            await asyncio.to_thread(_check_runnable, found)
+        except (OSError, TimeoutError, ValueError) as e:
+            log.info("docker compose runs through the docker client", reason=str(e) or repr(e))
+            return None
+        log.debug("compose plugin found", plugin=str(found))
+        return found
+
+
+def compose_plugin(done: proc.Completed) -> Path:
+    """The compose plugin the client lists in its answer to :data:`PLUGINS_QUERY`, by an
+    absolute path.
+
+    Raises:
+        ValueError: it lists none it can use, or the answer does not parse.
+    """
+    if done.returncode != 0:
+        raise ValueError(f"docker info: {done.last_error_line()}")
+    plugins = json.loads(done.stdout)  # a JSONDecodeError is a ValueError
+    for plugin in plugins if isinstance(plugins, list) else []:
+        if not isinstance(plugin, dict) or plugin.get("Name") != "compose":
+            continue
+        if plugin.get("Err"):
+            raise ValueError(f"the docker client cannot use its compose plugin: {plugin['Err']}")
+        path = plugin.get("Path")
+        if not isinstance(path, str) or not Path(path).is_absolute():
+            raise ValueError(f"the compose plugin's path {path!r} is not absolute")
+        return Path(path)
+    raise ValueError("the docker client lists no compose plugin")
+
+
+def _check_runnable(path: Path) -> None:
+    """Raises ValueError unless ``path`` is an executable regular file."""
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise ValueError(f"the compose plugin {path}: {e.strerror or e}") from e
+    if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
+        raise ValueError(f"the compose plugin {path} is not an executable file")
