@@ -155,7 +155,7 @@ class ComposeProjects:
         done = await self._run(app.name, ["up", "-d", "--remove-orphans"])
         if done.returncode != 0:
             raise AppsRunError(
-                f"app {app.name}: docker compose up failed: {done.last_error_line()}"
+                f"app {app.name}: {self._compose.name} up failed: {done.last_error_line()}"
             )
         log.info("app started", app=app.name)
 
@@ -165,7 +165,9 @@ class ComposeProjects:
             return
         done = await self._run(name, ["stop", "-t", str(timeout_s)])
         if done.returncode != 0:
-            raise AppsRunError(f"app {name}: docker compose stop failed: {done.last_error_line()}")
+            raise AppsRunError(
+                f"app {name}: {self._compose.name} stop failed: {done.last_error_line()}"
+            )
 
     async def down(self, name: str, *, timeout_s: int = 10) -> None:
         """Remove the app's containers and networks; the project dir stays."""
@@ -285,7 +287,7 @@ class ComposeProjects:
             )
         except (OSError, TimeoutError) as e:
             raise AppsRunError(
-                f"app {name}: docker compose {args[0]} did not complete: {e!r}"
+                f"app {name}: {self._compose.name} {args[0]} did not complete: {e!r}"
             ) from e
 
 

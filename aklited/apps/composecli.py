@@ -19,7 +19,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_COMPOSE_BIN = Path("/usr/bin/docker")
 # The docker client's own list of the plugins it found, without asking the engine.
 PLUGINS_QUERY = ("info", "--format", "{{json .ClientInfo.Plugins}}")
-PLUGINS_QUERY_TIMEOUT_S = 20.0
+# The client answers from its own files in well under a second; one that takes longer is
+# not waited for again (compose then runs through it, as it always could).
+PLUGINS_QUERY_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -48,7 +50,8 @@ class ComposeCli:
 
     bin: Path = DEFAULT_COMPOSE_BIN
     docker_host: str | None = None
-    _plugin: _PluginPath = field(default_factory=_PluginPath, compare=False, repr=False)
+    # Frozen, yet it learns where the plugin is: on first use, for the life of the instance.
+    _plugin: _PluginPath = field(default_factory=_PluginPath, init=False, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -65,17 +68,24 @@ class ComposeCli:
         Variables such as ``COMPOSE_FILE`` or ``COMPOSE_PROFILES`` in the daemon's environment
         would silently change which files and services a project has.
         """
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+        # DOCKER_CLI_PLUGIN_*: the client's hand-over to a plugin; inherited, it would make
+        # compose run standalone read its arguments as the client's.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("COMPOSE_", "DOCKER_CLI_PLUGIN_"))
+        }
         if self.docker_host:
             env["DOCKER_HOST"] = self.docker_host
         return env
 
-    async def command(self) -> list[str]:
-        """The command line before compose's own arguments."""
+    async def command(self, *, timeout_s: float = PLUGINS_QUERY_TIMEOUT_S) -> list[str]:
+        """The command line before compose's own arguments (finding the plugin, the first
+        time, in ``timeout_s`` at most)."""
         if not self._is_docker:
             return [str(self.bin)]
         if not self._plugin.asked:
-            self._plugin.path = await self._find_plugin()
+            self._plugin.path = await self._find_plugin(min(timeout_s, PLUGINS_QUERY_TIMEOUT_S))
             self._plugin.asked = True
         if self._plugin.path is not None:
             return [str(self._plugin.path)]
@@ -90,23 +100,27 @@ class ComposeCli:
             OSError: the binary cannot be started.
             TimeoutError: the command ran longer than ``timeout_s``.
         """
-        command = await self.command()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s  # the plugin's lookup counts against it
+        command = await self.command(timeout_s=timeout_s)
+        remaining = max(0.0, deadline - loop.time())
         try:
-            return await proc.run([*command, *args], cwd=cwd, env=self.env(), timeout_s=timeout_s)
+            return await proc.run([*command, *args], cwd=cwd, env=self.env(), timeout_s=remaining)
         except OSError as e:
-            if self._plugin.path is None or command != [str(self._plugin.path)]:
+            plugin = self._plugin.path
+            if plugin is None or command[0] != str(plugin) or e.filename != str(plugin):
                 raise
             # The plugin went away (replaced, say): the client finds it, or says why not.
-            log.info("compose plugin cannot start", plugin=command[0], error=str(e))
+            log.info("compose plugin cannot start", plugin=str(plugin), error=str(e))
             self._plugin.path = None
             return await proc.run(
-                [str(self.bin), "compose", *args], cwd=cwd, env=self.env(), timeout_s=timeout_s
+                [str(self.bin), "compose", *args], cwd=cwd, env=self.env(), timeout_s=remaining
             )
 
-    async def _find_plugin(self) -> Path | None:
+    async def _find_plugin(self, timeout_s: float) -> Path | None:
         try:
             done = await proc.run(
-                [str(self.bin), *PLUGINS_QUERY], env=self.env(), timeout_s=PLUGINS_QUERY_TIMEOUT_S
+                [str(self.bin), *PLUGINS_QUERY], env=self.env(), timeout_s=timeout_s
             )
             found = compose_plugin(done)
             await asyncio.to_thread(_check_runnable, found)

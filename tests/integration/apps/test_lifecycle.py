@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 from aklited.apps.blobs import blob_path
 from aklited.apps.compose import OVERRIDE_FILE
+from aklited.apps.composecli import DEFAULT_COMPOSE_BIN
 from aklited.apps.port import ComposeAppsPort
 from aklited.apps.store import CONFIG_HASH_LABEL
 
@@ -229,19 +230,35 @@ async def test_two_apps_with_one_image_load_it_side_by_side(
     assert info["Id"] == shared.config.digest
 
 
-async def test_a_compose_binary_of_its_own_runs_the_app(
-    env: AppsEnv, docker: aiodocker.Docker, tmp_path: Path
+def compose_binary(kind: str, directory: Path) -> Path:
+    """``pacman.docker_compose_bin`` set up the ``kind`` way, in ``directory``."""
+    directory.mkdir()
+    if kind == "standalone":
+        # Naming compose itself, as /usr/bin/docker-compose does on devices set up for it:
+        # run without the docker client in front.
+        standalone = directory / "docker-compose"
+        standalone.symlink_to(Path(compose.__file__).parent / "docker-compose")
+        return standalone
+    # A docker client that will not name its plugin: compose runs through it every time,
+    # as it does wherever the lookup fails.
+    client = directory / "docker"
+    client.write_text(f'#!/bin/sh\n[ "$1" = info ] && exit 1\nexec {DEFAULT_COMPOSE_BIN} "$@"\n')
+    client.chmod(0o755)
+    return client
+
+
+@pytest.mark.parametrize("kind", ["standalone", "through-the-client"])
+async def test_compose_however_it_is_run_runs_the_app(
+    env: AppsEnv, docker: aiodocker.Docker, tmp_path: Path, kind: str
 ) -> None:
-    # pacman.docker_compose_bin naming compose itself, as /usr/bin/docker-compose does on
-    # devices set up for it: run without the docker client in front.
-    standalone = tmp_path / "bin" / "docker-compose"
-    standalone.parent.mkdir()
-    standalone.symlink_to(Path(compose.__file__).parent / "docker-compose")
     image = env.image("busybox")
     app = env.app("app1", {"a": image})
-    async with env.adapter(compose_bin=standalone) as apps:
-        verified = await apps.verify(env.bundle, {"app1": app.uri})
+    async with env.adapter(compose_bin=compose_binary(kind, tmp_path / "bin")) as apps:
+        with capture_logs() as logs:
+            verified = await apps.verify(env.bundle, {"app1": app.uri})
         assert [s.name for s in verified[0].services] == ["a"]
+        through = [e for e in logs if e["event"] == "docker compose runs through the docker client"]
+        assert len(through) == (kind == "through-the-client")
         await apps.fetch(env.bundle, verified)
         await apps.load(verified)
         await apps.install(verified)

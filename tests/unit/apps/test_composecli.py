@@ -4,31 +4,46 @@ is run directly, and the client runs it whenever that cannot be done."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aklited.apps import composecli
 from aklited.apps.composecli import PLUGINS_QUERY, ComposeCli
 
-# A program that notes each command line it is given in ./calls, answers the plugin query
-# with ./info.out and the exit status in ./info.rc, and otherwise prints its own name, its
-# arguments and the environment's DOCKER_HOST and COMPOSE_FILE.
+# A program that notes each command line it is given in ./calls (and the DOCKER_HOST it
+# ran with in ./hosts), answers the plugin query with ./info.out and the exit status in
+# ./info.rc (first saying so into the FIFO ./info.started and sleeping as long as
+# ./info.sleep says, where they exist), and otherwise prints its own name, its arguments,
+# the environment's DOCKER_HOST and whichever of COMPOSE_FILE and
+# DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND it has.
 PROGRAM = f"""#!{sys.executable}
-import json, os, sys
+import json, os, sys, time
 here = os.path.dirname(os.path.abspath(__file__))
+env = os.environ
 with open(os.path.join(here, "calls"), "a") as calls:
     calls.write(json.dumps(sys.argv[1:]) + "\\n")
+with open(os.path.join(here, "hosts"), "a") as hosts:
+    hosts.write(json.dumps(env.get("DOCKER_HOST")) + "\\n")
 if sys.argv[1:2] == ["info"]:
+    if os.path.exists(os.path.join(here, "info.started")):  # a FIFO the test waits on
+        with open(os.path.join(here, "info.started"), "w") as started:
+            started.write("started")
+    if os.path.exists(os.path.join(here, "info.sleep")):
+        with open(os.path.join(here, "info.sleep")) as sleep:
+            time.sleep(float(sleep.read()))
     with open(os.path.join(here, "info.out")) as out:
         sys.stdout.write(out.read())
     with open(os.path.join(here, "info.rc")) as rc:
         sys.exit(int(rc.read()))
 name = os.path.basename(__file__)
-env = os.environ
-print(json.dumps([name, sys.argv[1:], env.get("DOCKER_HOST"), env.get("COMPOSE_FILE")]))
+stray = env.get("COMPOSE_FILE") or env.get("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND")
+print(json.dumps([name, sys.argv[1:], env.get("DOCKER_HOST"), stray]))
 """
 ARGS = ["-p", "app1", "config"]
 HOST = "unix:///run/d.sock"
@@ -84,6 +99,8 @@ async def test_the_plugin_the_docker_client_lists_is_run_directly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COMPOSE_FILE", "/elsewhere/docker-compose.yml")
+    # Inherited, it would make the plugin take its arguments as the client's.
+    monkeypatch.setenv("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND", "/usr/bin/docker")
     plugin = program(tmp_path / "cli-plugins", "docker-compose")
     listed = [{"Name": "buildx", "Path": "/nowhere"}, {"Name": "compose", "Path": str(plugin)}]
     docker = docker_client(tmp_path, listed)
@@ -91,8 +108,9 @@ async def test_the_plugin_the_docker_client_lists_is_run_directly(
     assert cli.name == "docker compose"
     for _ in range(2):
         assert await ran(cli, tmp_path) == ["docker-compose", ARGS, HOST, None]
-    # The client was asked once, with the same environment; the plugin ran both times.
+    # The client was asked once, of the same engine; the plugin ran both times.
     assert calls(docker) == [list(PLUGINS_QUERY)]
+    assert (docker.parent / "hosts").read_text().split() == [json.dumps(HOST)]
     assert calls(plugin) == [ARGS, ARGS]
 
 
@@ -157,3 +175,45 @@ async def test_a_missing_client_is_an_error_to_the_caller(tmp_path: Path) -> Non
         await ComposeCli(bin=tmp_path / "bin" / "docker").run(ARGS)
     with pytest.raises(OSError):
         await ComposeCli(bin=tmp_path / "bin" / "docker-compose").run(ARGS)
+
+
+async def test_a_client_slow_to_answer_is_not_waited_for_and_not_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(composecli, "PLUGINS_QUERY_TIMEOUT_S", 0.2)
+    plugin = program(tmp_path / "cli-plugins", "docker-compose")
+    docker = docker_client(tmp_path, [{"Name": "compose", "Path": str(plugin)}])
+    (docker.parent / "info.sleep").write_text("30")
+    cli = ComposeCli(bin=docker)
+    for _ in range(2):
+        assert (await ran(cli, tmp_path))[:2] == ["docker", ["compose", *ARGS]]
+    assert calls(docker) == [list(PLUGINS_QUERY), ["compose", *ARGS], ["compose", *ARGS]]
+
+
+async def test_the_lookup_counts_against_the_commands_own_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(composecli, "PLUGINS_QUERY_TIMEOUT_S", 30.0)
+    plugin = program(tmp_path / "cli-plugins", "docker-compose")
+    docker = docker_client(tmp_path, [{"Name": "compose", "Path": str(plugin)}])
+    (docker.parent / "info.sleep").write_text("30")
+    with pytest.raises(TimeoutError):
+        await ComposeCli(bin=docker).run(ARGS, timeout_s=0.3)
+
+
+async def test_a_lookup_cancelled_is_made_again_by_the_next_command(tmp_path: Path) -> None:
+    plugin = program(tmp_path / "cli-plugins", "docker-compose")
+    docker = docker_client(tmp_path, [{"Name": "compose", "Path": str(plugin)}])
+    (docker.parent / "info.sleep").write_text("30")
+    started = docker.parent / "info.started"
+    os.mkfifo(started)
+    cli = ComposeCli(bin=docker)
+    first = asyncio.create_task(cli.run(ARGS))
+    assert await asyncio.to_thread(started.read_text) == "started"
+    started.unlink()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    (docker.parent / "info.sleep").unlink()
+    assert (await ran(cli, tmp_path))[0] == "docker-compose"
+    assert calls(docker) == [list(PLUGINS_QUERY), list(PLUGINS_QUERY)]
