@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ class ComposeCli:
     the client's binary read in as well. So the client is asked once where the plugin is
     (:data:`PLUGINS_QUERY`, its own plugin search, the engine not contacted) and the plugin
     is run directly from then on, as compose runs standalone. Whatever keeps that from
-    working falls back to ``docker compose``.
+    working, the lookup or a start of the plugin, falls back to ``docker compose``.
     """
 
     bin: Path = DEFAULT_COMPOSE_BIN
@@ -89,6 +88,10 @@ class ComposeCli:
             self._plugin.asked = True
         if self._plugin.path is not None:
             return [str(self._plugin.path)]
+        return self._through_client
+
+    @property
+    def _through_client(self) -> list[str]:
         return [str(self.bin), "compose"]
 
     async def run(
@@ -110,11 +113,11 @@ class ComposeCli:
             plugin = self._plugin.path
             if plugin is None or command[0] != str(plugin) or e.filename != str(plugin):
                 raise
-            # The plugin went away (replaced, say): the client finds it, or says why not.
+            # Gone (replaced, say) or not a program: the client finds it, or says why not.
             log.info("compose plugin cannot start", plugin=str(plugin), error=str(e))
             self._plugin.path = None
             return await proc.run(
-                [str(self.bin), "compose", *args], cwd=cwd, env=self.env(), timeout_s=remaining
+                [*self._through_client, *args], cwd=cwd, env=self.env(), timeout_s=remaining
             )
 
     async def _find_plugin(self, timeout_s: float) -> Path | None:
@@ -123,7 +126,6 @@ class ComposeCli:
                 [str(self.bin), *PLUGINS_QUERY], env=self.env(), timeout_s=timeout_s
             )
             found = compose_plugin(done)
-            await asyncio.to_thread(_check_runnable, found)
         except (OSError, TimeoutError, ValueError) as e:
             log.info("docker compose runs through the docker client", reason=str(e) or repr(e))
             return None
@@ -151,13 +153,3 @@ def compose_plugin(done: proc.Completed) -> Path:
             raise ValueError(f"the compose plugin's path {path!r} is not absolute")
         return Path(path)
     raise ValueError("the docker client lists no compose plugin")
-
-
-def _check_runnable(path: Path) -> None:
-    """Raises ValueError unless ``path`` is an executable regular file."""
-    try:
-        info = path.stat()
-    except OSError as e:
-        raise ValueError(f"the compose plugin {path}: {e.strerror or e}") from e
-    if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
-        raise ValueError(f"the compose plugin {path} is not an executable file")

@@ -66,6 +66,15 @@ def docker_client(tmp_path: Path, answer: Any, *, rc: int = 0) -> Path:
     return docker
 
 
+def client_naming_its_plugin(tmp_path: Path, *, answer_after_s: float | None = None) -> Path:
+    """A ``docker`` that lists a working compose plugin (in ``answer_after_s``, if given)."""
+    plugin = program(tmp_path / "cli-plugins", "docker-compose")
+    docker = docker_client(tmp_path, [{"Name": "compose", "Path": str(plugin)}])
+    if answer_after_s is not None:
+        (docker.parent / "info.sleep").write_text(str(answer_after_s))
+    return docker
+
+
 def calls(binary: Path) -> list[list[str]]:
     log = binary.parent / "calls"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -181,9 +190,7 @@ async def test_a_client_slow_to_answer_is_not_waited_for_and_not_asked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(composecli, "PLUGINS_QUERY_TIMEOUT_S", 0.2)
-    plugin = program(tmp_path / "cli-plugins", "docker-compose")
-    docker = docker_client(tmp_path, [{"Name": "compose", "Path": str(plugin)}])
-    (docker.parent / "info.sleep").write_text("30")
+    docker = client_naming_its_plugin(tmp_path, answer_after_s=30)
     cli = ComposeCli(bin=docker)
     for _ in range(2):
         assert (await ran(cli, tmp_path))[:2] == ["docker", ["compose", *ARGS]]
@@ -194,17 +201,13 @@ async def test_the_lookup_counts_against_the_commands_own_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(composecli, "PLUGINS_QUERY_TIMEOUT_S", 30.0)
-    plugin = program(tmp_path / "cli-plugins", "docker-compose")
-    docker = docker_client(tmp_path, [{"Name": "compose", "Path": str(plugin)}])
-    (docker.parent / "info.sleep").write_text("30")
+    docker = client_naming_its_plugin(tmp_path, answer_after_s=30)
     with pytest.raises(TimeoutError):
         await ComposeCli(bin=docker).run(ARGS, timeout_s=0.3)
 
 
 async def test_a_lookup_cancelled_is_made_again_by_the_next_command(tmp_path: Path) -> None:
-    plugin = program(tmp_path / "cli-plugins", "docker-compose")
-    docker = docker_client(tmp_path, [{"Name": "compose", "Path": str(plugin)}])
-    (docker.parent / "info.sleep").write_text("30")
+    docker = client_naming_its_plugin(tmp_path, answer_after_s=30)
     started = docker.parent / "info.started"
     os.mkfifo(started)
     cli = ComposeCli(bin=docker)
